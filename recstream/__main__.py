@@ -1,0 +1,3 @@
+from recstream.cli import app
+
+app(prog_name="recstream")

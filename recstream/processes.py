@@ -1,0 +1,62 @@
+"""Child processes of the embedded stack: start in their own process group, stop without orphans."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+from recstream.errors import StackError
+
+logger = logging.getLogger(__name__)
+
+
+def ensure_port_free(port: int, what: str, host: str = "127.0.0.1") -> None:
+    """Raise StackError with one clear line if something already listens on host:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise StackError(f"{what}: port {host}:{port} is already in use ({exc.strerror})") from None
+
+
+def spawn(name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start argv in a new process group, stdout and stderr to log_path."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log_file:
+        try:
+            proc = subprocess.Popen(
+                argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env, start_new_session=True,
+            )
+        except OSError as exc:
+            raise StackError(f"{name}: cannot start {argv[0]}: {exc.strerror}") from None
+    logger.info("%s started (pid %d), log: %s", name, proc.pid, log_path)
+    return proc
+
+
+def terminate(name: str, proc: subprocess.Popen | None, timeout_s: float = 15.0) -> None:
+    """SIGTERM the process group, then SIGKILL it if it does not exit in time."""
+    if proc is None or proc.poll() is not None:
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=timeout_s)
+            logger.info("%s stopped (exit %s)", name, proc.returncode)
+            return
+        except subprocess.TimeoutExpired:
+            logger.warning("%s did not stop on %s", name, sig.name)
+
+
+def log_tail(log_path: Path, lines: int = 15) -> str:
+    if not log_path.exists():
+        return ""
+    return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -1,0 +1,4 @@
+"""The recstream stream processor: ingest -> window state -> batcher -> Triton client -> outputs -> policy.
+
+This package never imports torch: it talks to the model only through Triton.
+"""

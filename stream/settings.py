@@ -1,0 +1,56 @@
+"""The one configuration object of the running system (flags and ``RECSTREAM_*`` environment variables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the broker, Triton launcher and worker need; built once and passed in through constructors."""
+
+    model_config = SettingsConfigDict(env_prefix="RECSTREAM_", frozen=True, extra="ignore")
+
+    # --- Kafka ---
+    bootstrap_servers: str = "127.0.0.1:9092"
+    broker_port: int = 9092
+    partitions: int = Field(4, ge=1, description="partition count of every topic the stack creates")
+    topic_views: str = "views"
+    topic_clicks: str = "clicks"
+    topic_events: str = Field("recstream-events", description="internal: validated events keyed by user_id")
+    topic_predictions: str = "predictions"
+    topic_guidance: str = "guidance"
+    topic_dead_letters: str = "dead-letters"
+    app_id: str = "recstream"
+
+    # --- Triton ---
+    triton_url: str = Field("127.0.0.1:8001", description="gRPC host:port")
+    triton_http_port: int = 8000
+    triton_grpc_port: int = 8001
+    triton_metrics_port: int = 8002
+    model_name: str = "recstream"
+    model_repository: Path = Path("model_repository")
+    triton_timeout_s: float = 10.0
+
+    # --- worker ---
+    web_port: int = 6066
+    data_dir: Path = Field(Path("var/worker"), description="RocksDB table state of the worker")
+
+    # --- behaviour window ---
+    window_max_events: int = Field(50, ge=1)
+    window_max_age_s: float = Field(30 * 24 * 3600, gt=0, description="age in event time, from the newest event")
+
+    # --- batching ---
+    max_batch_size: int = Field(64, ge=1)
+    max_wait_ms: float = Field(20.0, ge=0)
+
+    # --- outputs ---
+    top_k: int = Field(10, ge=1)
+
+    # --- guidance policy ---
+    guidance_cooldown_s: float = Field(300.0, ge=0, description="at most one guidance per user per this time")
+    checkout_min_purchase_prob: float = Field(0.3, ge=0, le=1)
+    retain_max_engage_prob: float = Field(0.35, ge=0, le=1)
+    recommend_min_score: float = Field(0.05, ge=0, le=1)
