@@ -1,0 +1,129 @@
+"""The embedded stack: the one place that builds broker, Triton and worker and runs them together.
+
+Parts start in dependency order (broker and topics, Triton with the model ready, worker healthy) and stop in
+reverse order on Ctrl-C, SIGTERM or an optional duration, each child in its own process group (no orphans).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from recstream.broker import Broker
+from recstream.errors import StackError
+from recstream.processes import log_tail, spawn, terminate
+from recstream.topics import cluster_stack_id, ensure_topics, reset_stale_state
+from recstream.triton import TritonServer
+from stream.app import topic_names
+from stream.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+LOG_DIR = Path("var/log")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C so every part is stopped by the same clean-up path."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a child process exactly these settings."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        env[f"RECSTREAM_{name.upper()}"] = str(value)
+    return env
+
+
+def _wait_forever(name: str, proc_alive: Callable[[], bool], log_path: Path) -> None:
+    while proc_alive():
+        time.sleep(0.5)
+    raise StackError(f"{name} exited unexpectedly:\n{log_tail(log_path)}")
+
+
+def run_broker(settings: Settings) -> None:
+    with _sigterm_as_interrupt(), Broker(settings, LOG_DIR) as broker:
+        asyncio.run(ensure_topics(settings, topic_names(settings)))
+        logger.info("broker serving on 127.0.0.1:%d (Ctrl-C stops)", settings.broker_port)
+        _wait_forever("broker", lambda: broker.running, LOG_DIR / "broker.log")
+
+
+def run_triton(settings: Settings) -> None:
+    with _sigterm_as_interrupt(), TritonServer(settings) as server:
+        server.wait_ready()
+        logger.info("Triton serving %s (gRPC %s, Ctrl-C stops)", settings.model_name, settings.triton_grpc_port)
+        _wait_forever("triton", lambda: server.running, server.log_path)
+
+
+def run_worker(settings: Settings) -> None:
+    """Make sure the topics exist, drop table state of a vanished cluster, then run the Faust worker."""
+    from stream.app import run_worker as run_faust_worker
+
+    asyncio.run(ensure_topics(settings, topic_names(settings)))
+    if reset_stale_state(settings.data_dir, asyncio.run(cluster_stack_id(settings))):
+        logger.info("started with empty table state: the broker is a new cluster")
+    run_faust_worker(settings)
+
+
+def wait_healthy(
+    settings: Settings, worker_alive: Callable[[], bool], log_path: Path, timeout_s: float = 120.0
+) -> None:
+    url = f"http://127.0.0.1:{settings.web_port}/health"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not worker_alive():
+            raise StackError(f"worker exited during start-up:\n{log_tail(log_path)}")
+        with contextlib.suppress(urllib.error.URLError, OSError), urllib.request.urlopen(url, timeout=2) as response:
+            if response.status == 200:
+                return
+        time.sleep(0.5)
+    raise StackError(f"worker: {url} not healthy after {timeout_s:.0f} s:\n{log_tail(log_path)}")
+
+
+def run_stack(
+    settings: Settings, *, replay: bool, rate: float, limit: int | None, duration_s: float | None
+) -> None:
+    from recstream.replay import replay_movielens
+    from recstream.watch import watch_outputs
+
+    worker_log = LOG_DIR / "worker.log"
+    worker = None
+    with _sigterm_as_interrupt(), Broker(settings, LOG_DIR), TritonServer(settings) as triton:
+        try:
+            asyncio.run(ensure_topics(settings, topic_names(settings)))
+            triton.wait_ready()
+            worker = spawn("worker", [sys.executable, "-m", "recstream", "worker"], worker_log,
+                           env=settings_env(settings))
+            wait_healthy(settings, lambda: worker.poll() is None, worker_log)
+            logger.info("stack ready: worker health on http://127.0.0.1:%d/health", settings.web_port)
+
+            async def show() -> None:
+                tasks = [asyncio.create_task(watch_outputs(settings))]
+                if replay:
+                    tasks.append(asyncio.create_task(replay_movielens(settings, rate=rate, limit=limit)))
+                try:
+                    await asyncio.wait_for(asyncio.gather(*tasks), duration_s)
+                except TimeoutError:
+                    logger.info("ran for %.0f s: stopping", duration_s)
+
+            asyncio.run(show())
+        finally:
+            terminate("worker", worker)
