@@ -20,7 +20,7 @@ from stream.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 replay_app = typer.Typer(help="Stream a dataset's events, in time order, into the input topics.")
 app.add_typer(replay_app, name="replay")
 

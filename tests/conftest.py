@@ -47,3 +47,13 @@ def broker(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
     with Broker(stack_settings, tmp_path_factory.mktemp("log")) as running:
         asyncio.run(ensure_topics(stack_settings, topic_names(stack_settings)))
         yield running
+
+
+@pytest.fixture(scope="session")
+def tiny_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """The real tritonserver serving a tiny generated model version; yields settings that reach it."""
+    from tests.model_repository.tiny_version import build_repository, serve  # needs onnx (train extra)
+
+    repository = build_repository(tmp_path_factory.mktemp("tiny_repository"))
+    with serve(repository, tmp_path_factory.mktemp("triton")) as settings:
+        yield settings
