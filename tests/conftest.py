@@ -39,6 +39,7 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         data_dir=tmp_path_factory.mktemp("worker"),
         max_wait_ms=50,
         guidance_cooldown_s=3600,
+        recommend_min_score=0.0,
     )
 
 

@@ -1,0 +1,217 @@
+"""Triton python backend of the recstream model, shared by all versions (each ``<N>/model.py`` links here).
+
+Runs inside Triton's python stub, so it imports nothing from this project. One ``execute`` call scores
+every row of every request of the dynamic batch together: one encoder run for the windows and one for
+all their occluded variants (the attribution).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+#: Must equal ``stream.schemas.EVENT_TYPES`` (a test checks it); event type i is encoded 1 + i, 0 = padding.
+EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase")
+
+INPUTS = ("ITEM_IDS", "EVENT_TYPES", "TIMESTAMPS")
+OUTPUTS = ("TOP_ITEMS", "TOP_SCORES", "TOP_TITLES", "NEXT_ACTION", "ATTRIBUTION", "INPUT_TITLES")
+#: Occluded windows per encoder call (memory bound: rows x L x H floats of item vectors).
+_OCCLUSION_ROWS = 2048
+_EVENT_CODES: dict[bytes, int] = {name.encode(): i + 1 for i, name in enumerate(EVENT_TYPES)}
+
+
+class RequestError(ValueError):
+    """A request that cannot be scored; only that request gets the error."""
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, str]) -> None:
+        config = json.loads(args["model_config"])
+        for name in INPUTS:
+            if pb_utils.get_input_config_by_name(config, name) is None:
+                raise pb_utils.TritonModelException(f"config.pbtxt has no input {name}")
+        self.output_dtypes: dict[str, np.dtype] = {}
+        for name in OUTPUTS:
+            output = pb_utils.get_output_config_by_name(config, name)
+            if output is None:
+                raise pb_utils.TritonModelException(f"config.pbtxt has no output {name}")
+            self.output_dtypes[name] = pb_utils.triton_string_to_numpy(output["data_type"])
+        self.top_k = int(config["parameters"]["top_k"]["string_value"])
+        self.attribution_max_events = int(config["parameters"]["attribution_max_events"]["string_value"])
+
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        self.session = ort.InferenceSession(str(version_dir / "encoder.onnx"), providers=["CPUExecutionProvider"])
+        self.embeddings: np.ndarray = np.load(version_dir / "item_embeddings.npy").astype(np.float32)
+        items = json.loads((version_dir / "items.json").read_bytes())  # UTF-8; the stub runs without a locale
+        ids: list[str] = items["item_ids"]
+        if len(ids) + 1 != self.embeddings.shape[0]:
+            raise pb_utils.TritonModelException(
+                f"items.json has {len(ids)} items but item_embeddings.npy has {self.embeddings.shape[0]} rows"
+            )
+        self.row_of: dict[bytes, int] = {item.encode(): row for row, item in enumerate(ids, start=1)}
+        # indexed by embedding row (0 = padding/unknown); "" where there is no title or no item
+        self.item_ids = np.array([b"", *(item.encode() for item in ids)], dtype=object)
+        self.titles = np.array([b"", *((t or "").encode() for t in items["titles"])], dtype=object)
+        pb_utils.Logger.log_info(
+            f"recstream version {args['model_version']}: {len(ids)} items, "
+            f"H={self.embeddings.shape[1]}, top_k={self.top_k}"
+        )
+
+    # --- requests -> one batch -------------------------------------------------------------------------
+
+    def _read(self, request: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, event codes, ages, mask) of one request, each [B, L]; raises RequestError.
+
+        String tensors arrive as object arrays of bytes; the python work is per distinct id, not per item.
+        """
+        ids, types, ts = (pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in INPUTS)
+        if not ids.shape == types.shape == ts.shape or ids.ndim != 2:
+            raise RequestError(
+                "ITEM_IDS, EVENT_TYPES and TIMESTAMPS must have the same shape [batch, events]; got "
+                f"{list(ids.shape)}, {list(types.shape)}, {list(ts.shape)}"
+            )
+        mask = ids != b""
+        if not mask.any(axis=1).all():
+            raise RequestError("every row needs at least one event (ITEM_IDS all '' in a row)")
+        unique_ids, inverse = np.unique(ids, return_inverse=True)
+        rows = np.array([self.row_of.get(i, 0) for i in unique_ids], dtype=np.int64)
+        rows = rows[inverse].reshape(ids.shape)
+        unique_types, inverse = np.unique(types, return_inverse=True)
+        codes = np.array([_EVENT_CODES.get(t, -1) for t in unique_types], dtype=np.int64)
+        codes = np.where(mask, codes[inverse].reshape(ids.shape), 0)
+        if (codes < 0).any():
+            bad = sorted({t.decode(errors="replace") for t in types[codes < 0]})
+            raise RequestError(f"unknown event type(s) {bad}; expected one of {list(EVENT_TYPES)}")
+        if not np.isfinite(ts[mask]).all():
+            raise RequestError("TIMESTAMPS must be finite for real events")
+        newest = np.where(mask, ts, -np.inf).max(axis=1, keepdims=True)
+        ages = np.where(mask, newest - ts, 0.0)
+        return rows, codes, ages, mask
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        responses: list[Any] = [None] * len(requests)
+        parsed: list[tuple[int, tuple[np.ndarray, ...]]] = []
+        for i, request in enumerate(requests):
+            try:
+                parsed.append((i, self._read(request)))
+            except RequestError as exc:
+                responses[i] = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
+                )
+        if parsed:
+            try:
+                self._score_all(parsed, responses)
+            except Exception as exc:  # the whole batch failed: every request still gets its own response
+                pb_utils.Logger.log_error(f"recstream scoring failed: {exc!r}")
+                for i, _ in parsed:
+                    responses[i] = pb_utils.InferenceResponse(
+                        error=pb_utils.TritonError(f"recstream scoring failed: {exc}")
+                    )
+        return responses
+
+    def _score_all(self, parsed: list[tuple[int, tuple[np.ndarray, ...]]], responses: list[Any]) -> None:
+        # Requests of a dynamic batch normally share the window length; left-pad to the longest anyway.
+        length = max(p[0].shape[1] for _, p in parsed)
+
+        def stack(k: int, dtype: type) -> np.ndarray:
+            return np.concatenate(
+                [np.pad(p[k], ((0, 0), (length - p[k].shape[1], 0))).astype(dtype) for _, p in parsed]
+            )
+
+        rows, codes, ages, mask = stack(0, np.int64), stack(1, np.int64), stack(2, np.float32), stack(3, bool)
+        outputs = self._score(rows, codes, ages, mask)
+        start = 0
+        for i, p in parsed:
+            batch, width = p[0].shape
+            tensors = []
+            for name, value in outputs.items():
+                part = value[start : start + batch]
+                if name in ("ATTRIBUTION", "INPUT_TITLES"):
+                    part = part[:, length - width :]
+                tensors.append(pb_utils.Tensor(name, part.astype(self.output_dtypes[name])))
+            responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
+            start += batch
+
+    # --- the model ---------------------------------------------------------------------------------------
+
+    def _encode(
+        self, rows: np.ndarray, codes: np.ndarray, ages: np.ndarray, mask: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        user_vec, action_logits = self.session.run(
+            ["user_vec", "action_logits"],
+            {
+                "item_vecs": self.embeddings[rows],
+                "event_types": codes,
+                "age_s": ages,
+                "attention_mask": mask.astype(np.int64),
+            },
+        )
+        return user_vec, action_logits
+
+    def _score(self, rows: np.ndarray, codes: np.ndarray, ages: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+        catalogue = self.embeddings[1:]
+        user_vec, action_logits = self._encode(rows, codes, ages, mask)
+        logits = user_vec @ catalogue.T  # [N, C]
+        probs = _softmax(logits)
+        # leave out each row's own (known) window items, then take the top k
+        r, pos = np.nonzero(mask & (rows > 0))
+        probs[r, rows[r, pos] - 1] = -1.0
+        k = min(self.top_k, probs.shape[1])
+        top = np.argpartition(-probs, k - 1, axis=1)[:, :k]
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(probs, top, axis=1), axis=1), axis=1)
+        top_scores = np.take_along_axis(probs, top, axis=1)
+        excluded = top_scores < 0  # only when the catalogue has fewer than k items outside the window
+        top_rows = np.where(excluded, 0, top + 1)
+        return {
+            "TOP_ITEMS": self.item_ids[top_rows],
+            "TOP_SCORES": np.where(excluded, 0.0, top_scores),
+            "TOP_TITLES": self.titles[top_rows],
+            "NEXT_ACTION": _softmax(action_logits),
+            "ATTRIBUTION": self._attribution(rows, codes, ages, mask, user_vec, top[:, 0]),
+            "INPUT_TITLES": self.titles[np.where(mask, rows, 0)],
+        }
+
+    def _attribution(
+        self,
+        rows: np.ndarray,
+        codes: np.ndarray,
+        ages: np.ndarray,
+        mask: np.ndarray,
+        user_vec: np.ndarray,
+        top1: np.ndarray,
+    ) -> np.ndarray:
+        """Occlusion: top-1 logit of the window minus the same logit with one event masked out.
+
+        Only the newest ``attribution_max_events`` events of a window are occluded (the cost grows with
+        rows x occluded events); older events get 0. All variants of all rows run as one encoder batch (in
+        chunks of _OCCLUSION_ROWS, which bound the memory of big batches). A row's only event gets the whole
+        logit (masking it leaves no evidence, taken as logit 0). Padding gets 0.
+        """
+        top_vecs = self.embeddings[top1 + 1]  # [N, H]
+        full_logit = (user_vec * top_vecs).sum(axis=1)  # [N]
+        attribution = np.zeros(rows.shape, dtype=np.float32)
+        counts = mask.sum(axis=1)
+        newest = np.arange(rows.shape[1]) >= rows.shape[1] - self.attribution_max_events  # left-padded rows
+        r, pos = np.nonzero(mask & newest[None, :] & (counts > 1)[:, None])
+        for chunk in range(0, r.size, _OCCLUSION_ROWS):
+            cr, cpos = r[chunk : chunk + _OCCLUSION_ROWS], pos[chunk : chunk + _OCCLUSION_ROWS]
+            keep = mask[cr].copy()
+            keep[np.arange(cr.size), cpos] = False
+            # the window without that event: padding is 0 everywhere, ages from the newest remaining event
+            kept_ages = np.where(keep, ages[cr], np.inf)
+            kept_ages = np.where(keep, kept_ages - kept_ages.min(axis=1, keepdims=True), 0.0)
+            occluded_vec, _ = self._encode(np.where(keep, rows[cr], 0), np.where(keep, codes[cr], 0), kept_ages, keep)
+            attribution[cr, cpos] = full_logit[cr] - (occluded_vec * top_vecs[cr]).sum(axis=1)
+        single = counts == 1
+        attribution[single] = np.where(mask[single], full_logit[single, None], 0.0)
+        return attribution

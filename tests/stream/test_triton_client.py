@@ -1,0 +1,193 @@
+"""TritonScorer against the real tritonserver serving a tiny generated model version."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import tritonclient.grpc.aio as aioclient
+
+from stream import triton_client
+from stream.schemas import EVENT_TYPES, EventType, WindowEvent
+from stream.settings import Settings
+from stream.triton_client import Scored, ScoringError, TritonScorer
+from tests.model_repository.tiny_version import build_repository, free_ports, item_ids, serve, write_version
+
+pytestmark = pytest.mark.integration
+
+IDS = item_ids()
+T0 = 1_700_000_000.0
+
+
+def window(n: int, seed: int, unknown: bool = False) -> list[WindowEvent]:
+    rng = random.Random(seed)
+    events = [
+        WindowEvent(
+            event_id=f"e{seed}-{i}",
+            item_id="not-in-catalogue" if unknown and i == 0 else rng.choice(IDS),
+            event_type=rng.choice(list(EventType)),
+            timestamp=T0 + i * rng.uniform(1, 5000),
+            record_ts_ms=0,
+        )
+        for i in range(n)
+    ]
+    return events
+
+
+@pytest.fixture
+async def scorer(tiny_triton: Settings) -> AsyncIterator[TritonScorer]:
+    running = TritonScorer(tiny_triton)
+    await running.start()
+    yield running
+    await running.stop()
+
+
+def assert_same(a: Scored, b: Scored) -> None:
+    assert [i.item_id for i in a.next_items] == [i.item_id for i in b.next_items]
+    assert all(math.isclose(x.score, y.score, rel_tol=1e-4) for x, y in zip(a.next_items, b.next_items, strict=True))
+    assert all(math.isclose(a.next_action[k], b.next_action[k], rel_tol=1e-4) for k in EVENT_TYPES)
+    assert all(
+        math.isclose(x, y, rel_tol=1e-3, abs_tol=1e-5) for x, y in zip(a.attribution, b.attribution, strict=True)
+    )
+    assert a.titles == b.titles
+
+
+async def test_ready(scorer: TritonScorer) -> None:
+    assert await scorer.ready()
+
+
+async def test_not_ready_without_a_server() -> None:
+    (port,) = free_ports(1)
+    scorer = TritonScorer(Settings(triton_url=f"127.0.0.1:{port}"))
+    await scorer.start()
+    try:
+        assert not await scorer.ready()
+    finally:
+        await scorer.stop()
+
+
+async def test_score(scorer: TritonScorer, tiny_triton: Settings) -> None:
+    windows = [window(50, seed=1), window(3, seed=2, unknown=True), window(1, seed=3)]
+    results = await scorer.score(windows)
+    assert len(results) == 3
+    for events, result in zip(windows, results, strict=True):
+        assert (result.model.name, result.model.version) == ("recstream", "1")
+        assert len(result.next_items) == tiny_triton.top_k
+        scores = [item.score for item in result.next_items]
+        assert scores == sorted(scores, reverse=True) and sum(scores) <= 1.0
+        assert not {item.item_id for item in result.next_items} & {e.item_id for e in events}
+        assert list(result.next_action) == list(EVENT_TYPES)
+        assert math.isclose(sum(result.next_action.values()), 1.0, rel_tol=1e-5)
+        assert len(result.attribution) == len(result.titles) == len(events)
+        for event, title in zip(events, result.titles, strict=True):
+            row = IDS.index(event.item_id) if event.item_id in IDS else None
+            # tiny_version: item i has title "Titré i" unless i % 7 == 0
+            assert title == (None if row is None or row % 7 == 0 else f"Titré {row}")
+    assert all(item.title is None for item in results[0].next_items if int(item.item_id[5:]) % 7 == 0)
+
+
+async def test_padding_length_does_not_change_the_result(tiny_triton: Settings, scorer: TritonScorer) -> None:
+    events = [window(7, seed=4)]
+    other = TritonScorer(tiny_triton.model_copy(update={"window_max_events": 9}))
+    await other.start()
+    try:
+        assert_same((await scorer.score(events))[0], (await other.score(events))[0])
+    finally:
+        await other.stop()
+
+
+async def test_concurrent_calls_are_batched_and_each_gets_its_own_result(
+    scorer: TritonScorer, tiny_triton: Settings
+) -> None:
+    windows = [[window(50, seed=100 + i)] for i in range(20)]
+    alone = [(await scorer.score(w))[0] for w in windows]
+    client = aioclient.InferenceServerClient(tiny_triton.triton_url)
+    try:
+        before = (await client.get_inference_statistics(tiny_triton.model_name, as_json=True))["model_stats"][0]
+        together = await asyncio.gather(*(scorer.score(w) for w in windows))
+        after = (await client.get_inference_statistics(tiny_triton.model_name, as_json=True))["model_stats"][0]
+    finally:
+        await client.close()
+    for single, batched in zip(alone, together, strict=True):
+        assert len(batched) == 1
+        assert_same(single, batched[0])
+    requests = int(after["inference_stats"]["success"]["count"]) - int(before["inference_stats"]["success"]["count"])
+    executions = int(after["execution_count"]) - int(before["execution_count"])
+    assert requests == 20 and executions < 20  # the dynamic batcher merged requests
+
+
+async def test_batch_of_64(scorer: TritonScorer) -> None:
+    windows = [window(1 + i % 50, seed=200 + i) for i in range(64)]
+    results = await scorer.score(windows)
+    assert [len(r.attribution) for r in results] == [len(w) for w in windows]
+
+
+async def test_invalid_windows(scorer: TritonScorer) -> None:
+    assert await scorer.score([]) == []
+    with pytest.raises(ValueError, match=r"1\.\.50 events"):
+        await scorer.score([window(51, seed=5)])
+    with pytest.raises(ValueError, match=r"1\.\.50 events"):
+        await scorer.score([[]])
+
+
+async def test_unreachable_server_raises_after_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(triton_client, "RETRY_DELAYS_S", (0.01, 0.01))
+    (port,) = free_ports(1)
+    retries = triton_client.RETRIES.labels(code="StatusCode.UNAVAILABLE")
+    before = retries._value.get()
+    scorer = TritonScorer(Settings(triton_url=f"127.0.0.1:{port}"))
+    await scorer.start()
+    try:
+        with pytest.raises(ScoringError, match=r"failed after 3 attempt\(s\): StatusCode.UNAVAILABLE"):
+            await scorer.score([window(2, seed=6)])
+    finally:
+        await scorer.stop()
+    assert retries._value.get() - before == 2
+
+
+async def test_version_swap_keeps_answering(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Publish version 2 atomically and load it: every call in flight is answered, then by version 2;
+    a moment without any loaded version is bridged by the retries."""
+    repository = build_repository(tmp_path / "repo")
+    with serve(repository, tmp_path / "work") as settings:
+        scorer = TritonScorer(settings)
+        await scorer.start()
+        versions: list[str] = []
+        stop = asyncio.Event()
+
+        async def keep_scoring() -> None:
+            while not stop.is_set():
+                versions.extend(r.model.version for r in await scorer.score([window(20, seed=7)]))
+
+        loop = asyncio.create_task(keep_scoring())
+        client = aioclient.InferenceServerClient(settings.triton_url)
+        try:
+            await asyncio.sleep(0.5)
+            write_version(repository / settings.model_name, "2", seed=1)
+            await client.load_model(settings.model_name)
+            await asyncio.sleep(0.5)
+            stop.set()
+            await loop  # raises if any call failed
+            assert (await scorer.score([window(5, seed=8)]))[0].model.version == "2"
+            assert versions[0] == "1" and versions[-1] == "2"
+            # no version loaded for a moment (Triton answers NOT_FOUND): the call retries until it is back
+            retries = triton_client.RETRIES.labels(code="StatusCode.NOT_FOUND")
+            before = retries._value.get()
+            await client.unload_model(settings.model_name)
+            while await client.is_model_ready(settings.model_name):  # unloading finishes in the background
+                await asyncio.sleep(0.01)
+            monkeypatch.setattr(triton_client, "RETRY_DELAYS_S", (0.2,) * 150)  # a slow machine loads slowly
+            pending = asyncio.create_task(scorer.score([window(5, seed=9)]))
+            while retries._value.get() == before and not pending.done():
+                await asyncio.sleep(0.01)
+            await client.load_model(settings.model_name)
+            assert (await pending)[0].model.version == "2"
+            assert retries._value.get() > before
+        finally:
+            stop.set()
+            await client.close()
+            await scorer.stop()
