@@ -53,4 +53,6 @@ class Settings(BaseSettings):
     guidance_cooldown_s: float = Field(300.0, ge=0, description="at most one guidance per user per this time")
     checkout_min_purchase_prob: float = Field(0.3, ge=0, le=1)
     retain_max_engage_prob: float = Field(0.35, ge=0, le=1)
-    recommend_min_score: float = Field(0.05, ge=0, le=1)
+    recommend_min_score: float = Field(
+        0.005, ge=0, le=1, description="top item probability (softmax over the catalogue) that makes a recommendation"
+    )

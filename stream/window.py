@@ -1,0 +1,84 @@
+"""A user's behaviour window: the last ``max_events`` events within ``max_age_s`` of the user's newest event.
+
+Pure functions, no Faust. Events are ordered by event time (``timestamp``); a late event is inserted in order
+(after events with the same timestamp, so ties keep arrival order). Age is measured in event time from the
+newest event in the window, so a late event older than ``max_age_s`` is accepted but not kept.
+
+A window is stored in the ``windows`` table as :meth:`UserWindow.to_json`: the events plus ``last_offset``,
+the offset (in the internal events topic) of the last record that changed it. Since every record of one user
+lies in one partition, a redelivered record (same event_id, offset not after ``last_offset``) is told apart
+from a genuine duplicate (same event_id sent again, a later offset): the first is re-emitted, because the
+crash that caused the redelivery may have happened before its prediction went out; the second is dropped.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from stream.schemas import EventType, WindowEvent
+
+
+class Outcome(Enum):
+    """What :func:`apply_event` did with an event."""
+
+    added = "added"  #: a new event: the window changed, predict
+    replayed = "replayed"  #: a redelivered record already in the window: predict again, window unchanged
+    duplicate = "duplicate"  #: an event_id already in the window, sent again: drop
+
+
+@dataclass(frozen=True)
+class UserWindow:
+    events: tuple[WindowEvent, ...] = ()
+    last_offset: int = -1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"events": [e.model_dump(mode="json") for e in self.events], "last_offset": self.last_offset}
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any] | None) -> UserWindow:
+        if value is None:
+            return cls()
+        return cls(tuple(WindowEvent.model_validate(e) for e in value["events"]), int(value["last_offset"]))
+
+
+def insert_event(
+    events: Sequence[WindowEvent], event: WindowEvent, *, max_events: int, max_age_s: float
+) -> tuple[WindowEvent, ...]:
+    """Insert ``event`` in event-time order into the (ordered) ``events``, then apply the age and count bounds."""
+    merged = list(events)
+    bisect.insort_right(merged, event, key=lambda e: e.timestamp)
+    newest_s = merged[-1].timestamp
+    kept = [e for e in merged if newest_s - e.timestamp <= max_age_s]
+    return tuple(kept[-max_events:])
+
+
+def apply_event(
+    window: UserWindow, event: WindowEvent, offset: int, *, max_events: int, max_age_s: float
+) -> tuple[UserWindow, Outcome]:
+    """Apply one record of the internal events topic (at ``offset``) to a user's window."""
+    if any(e.event_id == event.event_id for e in window.events):
+        outcome = Outcome.replayed if offset <= window.last_offset else Outcome.duplicate
+        return window, outcome
+    events = insert_event(window.events, event, max_events=max_events, max_age_s=max_age_s)
+    return UserWindow(events, max(offset, window.last_offset)), Outcome.added
+
+
+def span_seconds(events: Sequence[WindowEvent]) -> float:
+    """Event-time span of an ordered window (0 for fewer than two events)."""
+    return events[-1].timestamp - events[0].timestamp if events else 0.0
+
+
+def cart_items(events: Sequence[WindowEvent]) -> list[str]:
+    """Items added to the cart in the window and not purchased after that, in order of their last addition."""
+    in_cart: dict[str, None] = {}
+    for e in events:
+        if e.event_type == EventType.add_to_cart:
+            in_cart.pop(e.item_id, None)
+            in_cart[e.item_id] = None
+        elif e.event_type == EventType.purchase:
+            in_cart.pop(e.item_id, None)
+    return list(in_cart)

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stream.schemas import EventType
+from stream.window import Outcome, UserWindow, apply_event, cart_items, insert_event, span_seconds
+from tests.stream.helpers import event
+
+MAX_AGE_S = 100.0
+
+# (event_id, timestamp): few ids so that duplicates are common
+records = st.lists(st.tuples(st.integers(0, 15), st.floats(0, 400, allow_nan=False)), max_size=40)
+max_events = st.integers(1, 8)
+
+
+def _run(rows: list[tuple[int, float]], n: int) -> tuple[UserWindow, list[Outcome]]:
+    window, outcomes = UserWindow(), []
+    for offset, (event_id, ts) in enumerate(rows):
+        window, outcome = apply_event(window, event(str(event_id), ts), offset, max_events=n, max_age_s=MAX_AGE_S)
+        outcomes.append(outcome)
+    return window, outcomes
+
+
+@given(records, max_events)
+def test_bounds_order_and_uniqueness(rows: list[tuple[int, float]], n: int) -> None:
+    window, _ = _run(rows, n)
+    stamps = [e.timestamp for e in window.events]
+    assert stamps == sorted(stamps)
+    assert len(window.events) <= n
+    assert all(stamps[-1] - ts <= MAX_AGE_S for ts in stamps)
+    assert len({e.event_id for e in window.events}) == len(window.events)
+    if rows:
+        assert window.events, "the newest event is always kept"
+
+
+@given(st.lists(st.floats(0, 400, allow_nan=False), max_size=30), max_events)
+def test_distinct_events_give_last_n_within_age_in_event_time(stamps: list[float], n: int) -> None:
+    """With distinct ids the incremental window equals the bounds applied to all events at once."""
+    window, outcomes = _run(list(enumerate(stamps)), n)
+    assert set(outcomes) <= {Outcome.added}
+    ordered = sorted(enumerate(stamps), key=lambda row: row[1])  # stable: ties keep arrival order
+    expected = [str(i) for i, ts in ordered if stamps and max(stamps) - ts <= MAX_AGE_S][-n:]
+    assert [e.event_id for e in window.events] == expected
+
+
+def test_late_event_is_inserted_in_order() -> None:
+    events = insert_event([event("a", 10), event("c", 30)], event("b", 20), max_events=5, max_age_s=MAX_AGE_S)
+    assert [e.event_id for e in events] == ["a", "b", "c"]
+
+
+def test_late_event_older_than_max_age_is_accepted_but_not_kept() -> None:
+    window = UserWindow((event("new", 500),), last_offset=0)
+    updated, outcome = apply_event(window, event("old", 1), 1, max_events=5, max_age_s=MAX_AGE_S)
+    assert outcome is Outcome.added
+    assert [e.event_id for e in updated.events] == ["new"]
+    assert updated.last_offset == 1
+
+
+def test_duplicate_versus_redelivered_record() -> None:
+    window, _ = apply_event(UserWindow(), event("a", 1), 7, max_events=5, max_age_s=MAX_AGE_S)
+    assert apply_event(window, event("a", 1), 7, max_events=5, max_age_s=MAX_AGE_S) == (window, Outcome.replayed)
+    assert apply_event(window, event("a", 1), 9, max_events=5, max_age_s=MAX_AGE_S) == (window, Outcome.duplicate)
+
+
+def test_json_round_trip() -> None:
+    window = UserWindow((event("a", 1.5), event("b", 2, event_type=EventType.click)), last_offset=3)
+    assert UserWindow.from_json(window.to_json()) == window
+    assert UserWindow.from_json(None) == UserWindow()
+
+
+def test_span_and_cart() -> None:
+    events = [
+        event("1", 10, "x", EventType.add_to_cart),
+        event("2", 20, "y", EventType.add_to_cart),
+        event("3", 30, "x", EventType.purchase),
+        event("4", 40, "z", EventType.view),
+    ]
+    assert span_seconds(events) == 30
+    assert span_seconds([]) == 0
+    assert cart_items(events) == ["y"]
