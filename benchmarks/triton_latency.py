@@ -11,30 +11,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import random
-import socket
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from recstream.stack import local_settings
 from recstream.triton import TritonServer
 from stream.schemas import EventType, WindowEvent
 from stream.settings import Settings
 from stream.triton_client import TritonScorer
 
 logger = logging.getLogger("benchmarks.triton_latency")
-
-
-def _free_ports(count: int) -> list[int]:
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
 
 
 def _windows(items: list[str], batch: int, events: int, rng: random.Random) -> list[list[WindowEvent]]:
@@ -86,12 +77,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    http, grpc, metrics = _free_ports(3)
-    settings = Settings(
-        triton_http_port=http,
-        triton_grpc_port=grpc,
-        triton_metrics_port=metrics,
-        triton_url=f"127.0.0.1:{grpc}",
+    settings = local_settings(
         model_repository=args.repository,
         window_max_events=args.events,
         triton_timeout_s=120.0,

@@ -24,6 +24,18 @@ def ensure_port_free(port: int, what: str, host: str = "127.0.0.1") -> None:
             raise StackError(f"{what}: port {host}:{port} is already in use ({exc.strerror})") from None
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free on 127.0.0.1 right now (for tests and benchmarks)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def spawn(name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start argv in a new process group, stdout and stderr to log_path."""
     log_path.parent.mkdir(parents=True, exist_ok=True)

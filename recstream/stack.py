@@ -20,7 +20,7 @@ from pathlib import Path
 
 from recstream.broker import Broker
 from recstream.errors import StackError
-from recstream.processes import log_tail, spawn, terminate
+from recstream.processes import free_ports, log_tail, spawn, terminate
 from recstream.topics import cluster_stack_id, ensure_topics, reset_stale_state
 from recstream.triton import TritonServer
 from stream.app import topic_names
@@ -51,6 +51,16 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for name, value in settings.model_dump().items():
         env[f"RECSTREAM_{name.upper()}"] = str(value)
     return env
+
+
+def local_settings(**overrides: object) -> Settings:
+    """Settings whose broker, Triton and worker ports are all free on this machine (tests, benchmarks)."""
+    broker, http, grpc, metrics, web = free_ports(5)
+    ports = {
+        "broker_port": broker, "bootstrap_servers": f"127.0.0.1:{broker}", "triton_http_port": http,
+        "triton_grpc_port": grpc, "triton_url": f"127.0.0.1:{grpc}", "triton_metrics_port": metrics, "web_port": web,
+    }
+    return Settings(**(ports | overrides))
 
 
 def _wait_forever(name: str, proc_alive: Callable[[], bool], log_path: Path) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from recstream.broker import Broker
+from recstream.stack import local_settings
 from recstream.topics import ensure_topics
 from stream.app import topic_names
 from stream.settings import Settings
@@ -17,24 +17,9 @@ from stream.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    broker_port = free_port()
-    grpc_port = free_port()
-    return Settings(
-        broker_port=broker_port,
-        bootstrap_servers=f"127.0.0.1:{broker_port}",
-        triton_http_port=free_port(),
-        triton_grpc_port=grpc_port,
-        triton_metrics_port=free_port(),
-        triton_url=f"127.0.0.1:{grpc_port}",
-        web_port=free_port(),
+    return local_settings(
         model_repository=ROOT / "model_repository",
         data_dir=tmp_path_factory.mktemp("worker"),
         max_wait_ms=50,

@@ -10,22 +10,16 @@ from pathlib import Path
 import pytest
 
 from recstream.errors import StackError
+from recstream.stack import local_settings
 from recstream.triton import TritonServer
 from stream.settings import Settings
-from tests.model_repository.tiny_version import build_repository, free_ports
+from tests.model_repository.tiny_version import build_repository
 
 pytestmark = pytest.mark.integration
 
 
 def _settings(repository: Path) -> Settings:
-    http, grpc, metrics = free_ports(3)
-    return Settings(
-        triton_http_port=http,
-        triton_grpc_port=grpc,
-        triton_metrics_port=metrics,
-        triton_url=f"127.0.0.1:{grpc}",
-        model_repository=repository,
-    )
+    return local_settings(model_repository=repository)
 
 
 def test_a_taken_port_is_a_stack_error(tmp_path: Path) -> None:

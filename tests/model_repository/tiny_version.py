@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from recstream.stack import local_settings
 from recstream.triton import TritonServer
 from stream.settings import Settings
 
@@ -113,27 +113,10 @@ def build_repository(root: Path, seed: int = 0) -> Path:
     return root
 
 
-def free_ports(count: int) -> list[int]:
-    """Distinct free local ports (held open together while picking, so they differ)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-
-
 @contextlib.contextmanager
 def serve(repository: Path, work_dir: Path, **overrides: object) -> Iterator[Settings]:
     """The real tritonserver on free local ports serving repository; yields the settings that reach it."""
-    http, grpc, metrics = free_ports(3)
-    settings = Settings(
-        triton_http_port=http,
-        triton_grpc_port=grpc,
-        triton_metrics_port=metrics,
-        triton_url=f"127.0.0.1:{grpc}",
-        model_repository=repository,
-        **overrides,
-    )
+    settings = local_settings(model_repository=repository, **overrides)
     with TritonServer(settings, work_dir=work_dir) as server:
         server.wait_ready()
         yield settings

@@ -9,9 +9,9 @@ import pytest
 
 from recstream.broker import Broker
 from recstream.errors import StackError
+from recstream.processes import free_ports
 from recstream.topics import cluster_stack_id, ensure_topics, reset_stale_state
 from stream.settings import Settings
-from tests.conftest import free_port
 
 
 def test_topics_are_created_with_their_partition_counts_and_checked(broker: Broker, stack_settings: Settings) -> None:
@@ -33,7 +33,7 @@ def test_a_new_broker_cluster_gets_a_new_stack_id_and_old_state_is_wiped(
     assert not reset_stale_state(data_dir, first), "same cluster: state kept"
     assert (data_dir / "table.db").exists()
 
-    port = free_port()
+    (port,) = free_ports(1)
     other = stack_settings.model_copy(update={"broker_port": port, "bootstrap_servers": f"127.0.0.1:{port}"})
     with Broker(other, tmp_path / "log"):
         fresh = asyncio.run(cluster_stack_id(other))
@@ -43,7 +43,7 @@ def test_a_new_broker_cluster_gets_a_new_stack_id_and_old_state_is_wiped(
 
 
 def test_unreachable_broker_is_one_clear_error(tmp_path: Path) -> None:
-    port = free_port()
+    (port,) = free_ports(1)
     settings = Settings(bootstrap_servers=f"127.0.0.1:{port}")
     with pytest.raises(StackError, match=f"cannot reach Kafka at 127.0.0.1:{port}"):
         asyncio.run(ensure_topics(settings, {"x": 1}, timeout_s=5))
