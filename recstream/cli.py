@@ -17,12 +17,14 @@ from rich.logging import RichHandler
 
 from recstream.errors import StackError
 from stream.settings import Settings
+from trainer.cli import app as trainer_app
 
 logger = logging.getLogger(__name__)
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 replay_app = typer.Typer(help="Stream a dataset's events, in time order, into the input topics.")
 app.add_typer(replay_app, name="replay")
+app.add_typer(trainer_app)  # train, evaluate, add-items (torch is imported only when they run)
 
 
 def _settings_options(func: Any) -> Any:
