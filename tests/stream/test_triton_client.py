@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 import tritonclient.grpc.aio as aioclient
 
+from recstream.processes import free_ports
 from stream import triton_client
 from stream.schemas import EVENT_TYPES, EventType, WindowEvent
 from stream.settings import Settings
 from stream.triton_client import Scored, ScoringError, TritonScorer
-from tests.model_repository.tiny_version import build_repository, free_ports, item_ids, serve, write_version
+from tests.model_repository.tiny_version import build_repository, item_ids, serve, write_version
 
 pytestmark = pytest.mark.integration
 
