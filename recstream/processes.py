@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 from pathlib import Path
+from typing import Self
 
 from recstream.errors import StackError
 
@@ -66,6 +67,38 @@ def terminate(name: str, proc: subprocess.Popen | None, timeout_s: float = 15.0)
             return
         except subprocess.TimeoutExpired:
             logger.warning("%s did not stop on %s", name, sig.name)
+
+
+class ChildProcess:
+    """A part of the stack run as a child process: subclasses start it, this stops it with its process group."""
+
+    name = "child"
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self._proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def _spawn(self, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        self._proc = spawn(self.name, argv, self.log_path, env=env)
+        return self._proc
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self) -> None:
+        terminate(self.name, self._proc)
+        self._proc = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def log_tail(log_path: Path, lines: int = 15) -> str:

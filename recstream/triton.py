@@ -12,17 +12,15 @@ import importlib.util
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import sysconfig
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 
 from recstream.errors import StackError
-from recstream.processes import ensure_port_free, log_tail, spawn, terminate
+from recstream.processes import ChildProcess, ensure_port_free, log_tail
 from stream.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -44,23 +42,20 @@ def _copy_if_changed(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-class TritonServer:
+class TritonServer(ChildProcess):
     """``tritonserver`` on 127.0.0.1 with the model repository in explicit model-control mode.
 
     ``with TritonServer(settings) as server: server.wait_ready()`` starts it and stops it (with its stub
     processes: they share its process group) on exit.
     """
 
+    name = "triton"
+
     def __init__(self, settings: Settings, repository: Path | None = None, work_dir: Path = Path("var/triton")) -> None:
+        super().__init__(work_dir / "tritonserver.log")
         self._settings = settings
         self._repository = (repository or settings.model_repository).resolve()
         self._work_dir = work_dir
-        self.log_path = work_dir / "tritonserver.log"
-        self._proc: subprocess.Popen | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def start(self) -> None:
         s = self._settings
@@ -93,7 +88,7 @@ class TritonServer:
             f"--backend-config=python,shm-region-prefix-name=recstream-{os.getpid()}-{s.triton_grpc_port}-",
             "--exit-timeout-secs=10",
         ]
-        self._proc = spawn("triton", argv, self.log_path, env=self._env(pytriton))
+        self._spawn(argv, env=self._env(pytriton))
 
     def _prepare_backends(self, pytriton: Path) -> Path:
         """``<work_dir>/backends/python``: the python backend plus the stub built for this Python."""
@@ -149,16 +144,3 @@ class TritonServer:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
             return False
-
-    def stop(self) -> None:
-        terminate("triton", self._proc)
-        self._proc = None
-
-    def __enter__(self) -> TritonServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -124,14 +124,18 @@ async def test_submit_blocks_while_full_and_every_event_lands_once() -> None:
     assert sorted(out.acked) == sorted(emitted)
 
 
+async def _until_acked(out: Emitted, timeout_s: float = 5.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not out.acked:
+            await asyncio.sleep(0.01)
+
+
 async def test_scorer_failures_are_retried_not_lost() -> None:
     scorer, out = FakeScorer(failures=3), Emitted()
     batcher = _batcher(scorer, out, max_wait_ms=1)
     await batcher.start()
     await _submit(batcher, out, "u1", "e1", 1)
-    async with asyncio.timeout(5):
-        while not out.acked:
-            await asyncio.sleep(0.01)
+    await _until_acked(out)
     await batcher.stop()
     assert len(scorer.calls) == 4
     assert [p.event_ids for p in out.predictions] == [["e1"]]
@@ -149,9 +153,7 @@ async def test_failing_emit_is_retried_and_acks_wait_for_it() -> None:
     batcher = MicroBatcher(scorer.score, flaky_emit, Metrics(), max_batch_size=4, max_wait_ms=1, retry_initial_s=0.01)
     await batcher.start()
     await _submit(batcher, out, "u1", "e1", 1)
-    async with asyncio.timeout(5):
-        while not out.acked:
-            await asyncio.sleep(0.01)
+    await _until_acked(out)
     await batcher.stop()
     assert out.acked == ["e1"]
     assert len(scorer.calls) == 1
@@ -181,9 +183,7 @@ async def test_scorer_answering_the_wrong_number_of_results_is_a_failure(answers
     batcher = MicroBatcher(wrong, out.emit, Metrics(), max_batch_size=4, max_wait_ms=1, retry_initial_s=0.01)
     await batcher.start()
     await _submit(batcher, out, "u1", "e1", 1)
-    async with asyncio.timeout(5):
-        while not out.acked:
-            await asyncio.sleep(0.01)
+    await _until_acked(out)
     await batcher.stop()
     assert len(calls) == 2
     assert out.acked == ["e1"]
