@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -35,3 +36,11 @@ def test_settings_round_trip_through_the_environment(monkeypatch: pytest.MonkeyP
         if key.startswith("RECSTREAM_"):
             monkeypatch.setenv(key, value)
     assert Settings() == settings, "a child process started with settings_env sees the same settings"
+
+
+def test_a_missing_broker_binary_is_one_error_line() -> None:
+    env = dict(os.environ, CALF_TANSU_BIN="/nonexistent/tansu")
+    result = recstream("broker", env=env)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: broker: tansu binary not found") and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
