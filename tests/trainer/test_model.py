@@ -1,0 +1,140 @@
+"""The encoder's contract: left padding, masked-out events and causality behave as the server assumes."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from trainer.config import TrainConfig
+from trainer.modeling import Ensemble, RecModel
+from trainer.sequences import training_windows
+
+CFG = TrainConfig(hidden=16, layers=2, heads=2, max_len=10, dropout=0.0)
+
+
+def make_model() -> RecModel:
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    return RecModel(CFG, rng.normal(size=(12, 384)).astype(np.float32), np.ones(12, dtype=bool)).eval()
+
+
+def window(items: list[int], times: list[float], length: int) -> dict[str, torch.Tensor]:
+    pad = length - len(items)
+    ages = [max(times) - t for t in times]
+    return {
+        "items": torch.tensor([[0] * pad + items]),
+        "event_types": torch.tensor([[0] * pad + [1 + i % 2 for i in items]]),
+        "age_s": torch.tensor([[0.0] * pad + ages]),
+        "attention_mask": torch.tensor([[0] * pad + [1] * len(items)]),
+    }
+
+
+def test_left_padding_does_not_change_the_output() -> None:
+    model = make_model()
+    items, times = [3, 5, 7, 2], [0.0, 30.0, 4000.0, 4010.0]
+    short, padded = model.encode(window(items, times, 4)), model.encode(window(items, times, 9))
+    for a, b in zip(short, padded, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_masking_an_event_equals_removing_it() -> None:
+    """What occlusion attribution relies on: a masked-out event is as if absent, also the newest one."""
+    model = make_model()
+    items, times = [3, 5, 7, 2, 9], [0.0, 30.0, 4000.0, 4010.0, 9000.0]
+    for drop in (0, 2, 4):
+        masked = window(items, times, 7)
+        masked["attention_mask"][0, 2 + drop] = 0
+        masked["items"][0, 2 + drop] = 0
+        masked["event_types"][0, 2 + drop] = 0
+        # ages of the shorter window are from its own newest event: only gaps between events matter
+        removed = window(items[:drop] + items[drop + 1 :], times[:drop] + times[drop + 1 :], 7)
+        for a, b in zip(model.encode(masked), model.encode(removed), strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_encoder_is_causal() -> None:
+    model = make_model()
+    batch = window([3, 5, 7, 2], [0.0, 1.0, 2.0, 3.0], 4)
+    changed = {k: v.clone() for k, v in batch.items()}
+    changed["items"][0, 3] = 11
+    table = model.item_table()
+    inputs = [model._inputs(b, table) for b in (batch, changed)]
+    with torch.no_grad():
+        before, after = (model.encoder.hidden_states(*x) for x in inputs)
+    torch.testing.assert_close(before[:, :3], after[:, :3])
+    assert not torch.allclose(before[:, 3], after[:, 3])
+
+
+def test_training_windows_target_every_train_event_once(tiny_dataset) -> None:
+    withheld = np.zeros(len(tiny_dataset.catalog), dtype=bool)
+    withheld[:3] = True
+    windows = training_windows(tiny_dataset, withheld, max_len=5, stride=2)
+    expected = []
+    for user in tiny_dataset.users:
+        train = user.items[(user.split == 0) & ~withheld[user.items - 1]]
+        expected.extend(train[1:].tolist())  # every train event but the first is a target
+    targets = windows["next_items"][windows["next_items"] > 0]
+    assert sorted(targets.tolist()) == sorted(expected)
+    assert not withheld[windows["items"][windows["attention_mask"] > 0] - 1].any()
+    # within a window the target at position t is the input at position t + 1
+    inputs, nexts = windows["items"], windows["next_items"]
+    inner = (nexts[:, :-1] > 0) & (inputs[:, 1:] > 0)
+    assert (nexts[:, :-1][inner] == inputs[:, 1:][inner]).all()
+
+
+def test_item_table_id_dropout_only_in_training() -> None:
+    model = make_model()
+    text_only = model.text_adapter(model.text)
+    with torch.no_grad():
+        table = model.item_table()
+    assert torch.all(table[0] == 0)
+    assert not torch.allclose(table[1:], text_only[1:])  # ids count in evaluation
+    model.train()
+    model.cfg = TrainConfig(**{**CFG.to_dict(), "id_dropout": 1.0})
+    with torch.no_grad():
+        torch.testing.assert_close(model.item_table()[1:], text_only[1:])
+
+
+def test_withheld_items_are_not_negatives_of_the_training_loss() -> None:
+    withheld = np.zeros(12, dtype=bool)
+    withheld[5] = True
+    torch.manual_seed(0)
+    model = RecModel(CFG, np.random.default_rng(0).normal(size=(12, 384)).astype(np.float32), ~withheld, withheld)
+    model.eval()  # no dropout: the loss is deterministic
+    batch = window([3, 5, 7, 2], [0.0, 1.0, 2.0, 3.0], 4)
+    batch["next_items"] = torch.tensor([[5, 7, 2, 4]])
+    batch["next_types"] = torch.tensor([[1, 1, 2, 1]])
+    before = model.loss(batch)
+    with torch.no_grad():
+        model.text[6] += 10.0  # item row 6 = withheld item 5 (0-based): change its vector a lot
+    assert torch.isclose(model.loss(batch), before)
+    with torch.no_grad():
+        model.text[8] += 10.0  # a normal item's vector does change the loss
+    assert not torch.isclose(model.loss(batch), before)
+
+
+def test_ensemble_scores_are_the_mean_of_its_members_logits() -> None:
+    """The served ensemble is one encoder and one item table, yet ranks by the members' mean logit."""
+    members = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        text = np.random.default_rng(0).normal(size=(12, 384)).astype(np.float32)
+        members.append(RecModel(CFG, text, np.ones(12, dtype=bool)).eval())
+    ensemble = Ensemble(members).eval()
+    batch = window([3, 5, 7, 2], [0.0, 30.0, 4000.0, 4010.0], 6)
+    with torch.no_grad():
+        table = ensemble.item_table()  # [N+1, 2H]
+        user_vec, action_logits = ensemble.encoder(
+            table[batch["items"]], batch["event_types"], batch["age_s"], batch["attention_mask"]
+        )
+        member_logits = []
+        for m in members:
+            u, _ = m.encoder(m.item_table()[batch["items"]], batch["event_types"], batch["age_s"],
+                             batch["attention_mask"])
+            member_logits.append(u @ m.item_table()[1:].T)
+        torch.testing.assert_close(user_vec @ table[1:].T, torch.stack(member_logits).mean(0), atol=1e-5, rtol=1e-5)
+        # a text-only row (what add-items appends) is every member's text projection side by side
+        text_row = ensemble.text_adapter(members[0].text[1:2])
+        expected = torch.cat([m.text_adapter(m.text[1:2]) for m in members], dim=-1)
+        torch.testing.assert_close(text_row, expected)
+    assert action_logits.shape == (1, 4)

@@ -1,0 +1,130 @@
+"""Tiny end to end: train one epoch -> export (ONNX parity) -> publish -> evaluate the published version ->
+add items."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tests.trainer.conftest import TINY, fake_embed_texts
+from trainer.catalog import add_items
+from trainer.cli import app
+from trainer.data import TEST, Catalog
+from trainer.evaluate import evaluate_version, onnx_encoder
+from trainer.export import export_version
+from trainer.publish import publish, versions
+from trainer.sequences import encoder_inputs, eval_cases
+from trainer.train import item_table, torch_encoder
+
+METRICS = ("ndcg@10", "hr@10", "mrr@10", "ndcg@10_all", "hr@10_all", "mrr@10_all", "cold_hr@10", "next_action_auc")
+
+
+@pytest.fixture(scope="module")
+def repository(trained, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("repo")
+    (repo / "recstream").mkdir()
+    (repo / "recstream" / "model.py").write_text("# the shared python backend\n")
+    publish(repo / "recstream", lambda out: export_version(trained.model, trained.dataset, trained.report, out))
+    return repo
+
+
+def test_report_has_every_metric(trained) -> None:
+    metrics = trained.report["metrics"]
+    for key in METRICS:
+        assert key in metrics
+    assert 0 <= metrics["hr@10_all"] <= metrics["hr@10"] <= 1  # excluding earlier items only helps
+    assert trained.report["metrics"]["cold_cases"] == int(
+        trained.withheld[eval_cases(trained.dataset, TEST, 8).arrays["target_items"] - 1].sum()
+    )
+    assert set(trained.report["metrics"]["faithfulness"]) >= {"mean_logit_drop_top", "mean_logit_drop_random"}
+
+
+def test_published_version_folder(repository: Path, trained) -> None:
+    version = repository / "recstream" / "1"
+    assert sorted(p.name for p in version.iterdir()) == sorted(
+        ["encoder.onnx", "item_embeddings.npy", "items.json", "report.json", "model.py", "text_adapter.safetensors"]
+    )
+    assert os.readlink(version / "model.py") == "../model.py"
+    assert (version / "model.py").read_text().startswith("# the shared")
+    table = np.load(version / "item_embeddings.npy")
+    items = orjson.loads((version / "items.json").read_bytes())
+    assert table.dtype == np.float32 and table.shape == (len(items["item_ids"]) + 1, TINY.hidden)
+    assert not table[0].any()
+    assert items["item_ids"] == trained.dataset.catalog.item_ids and items["titles"][0] == "Item 0"
+    assert not list((repository / "recstream").glob(".tmp-*"))
+
+
+def test_onnx_matches_torch_on_padded_and_holed_windows(repository: Path, trained) -> None:
+    table = item_table(trained.model)
+    inputs = encoder_inputs(eval_cases(trained.dataset, TEST, 12).arrays, table, slice(0, 5))  # L=12 > max_len
+    inputs["attention_mask"][:, -1] = 0  # mask out the newest event (as occlusion does)
+    inputs["attention_mask"][:, 4] = 0
+    for name in ("item_vecs", "event_types", "age_s"):
+        inputs[name][:, 4] = 0
+        inputs[name][:, -1] = 0
+    expected = torch_encoder(trained.model)(inputs)
+    got = onnx_encoder(repository / "recstream" / "1" / "encoder.onnx")(inputs)
+    for e, g in zip(expected, got, strict=True):
+        assert e.shape == g.shape
+        np.testing.assert_allclose(g, e, atol=1e-4)
+
+
+def test_evaluating_the_published_version_reproduces_the_report(repository: Path, trained) -> None:
+    served = evaluate_version(repository / "recstream" / "1", trained.dataset)
+    for key in METRICS:
+        assert served[key] == pytest.approx(trained.report["metrics"][key], abs=1e-6, nan_ok=True)
+
+
+def test_publish_takes_the_next_number_and_never_overwrites(tmp_path: Path) -> None:
+    model_dir = tmp_path / "recstream"
+    assert publish(model_dir, lambda out: (out / "a").write_text("1")).name == "1"
+    (model_dir / "3").mkdir()
+    (model_dir / "3" / "keep").write_text("mine")
+    assert publish(model_dir, lambda out: (out / "a").write_text("2")).name == "4"
+    assert (model_dir / "3" / "keep").read_text() == "mine"
+    assert (model_dir / "1" / "a").read_text() == "1"
+
+    def broken(out: Path) -> None:
+        (out / "a").write_text("half")
+        raise RuntimeError("export failed")
+
+    with pytest.raises(RuntimeError):
+        publish(model_dir, broken)
+    assert versions(model_dir) == [1, 3, 4]
+    assert not list(model_dir.glob(".tmp-*"))
+
+
+def test_add_items_publishes_a_version_with_more_rows(repository: Path, trained, monkeypatch) -> None:
+    monkeypatch.setattr("trainer.catalog.embed_texts", fake_embed_texts)
+    parent = repository / "recstream" / "1"
+    new = Catalog(["n1", "n2"], ["New one", None], ["New one fresh", "Second"])
+    child = add_items(parent, new)
+    assert child.name == str(max(versions(repository / "recstream")))
+    before, after = np.load(parent / "item_embeddings.npy"), np.load(child / "item_embeddings.npy")
+    assert after.shape == (before.shape[0] + 2, before.shape[1])
+    np.testing.assert_array_equal(after[: len(before)], before)
+    with torch.no_grad():
+        expected = trained.model.text_adapter(torch.from_numpy(fake_embed_texts(new.texts, Path()))).numpy()
+    np.testing.assert_allclose(after[-2:], expected, atol=1e-5)
+    items = orjson.loads((child / "items.json").read_bytes())
+    assert items["item_ids"][-2:] == ["n1", "n2"] and items["titles"][-2:] == ["New one", None]
+    assert (child / "encoder.onnx").read_bytes() == (parent / "encoder.onnx").read_bytes()
+    assert orjson.loads((child / "report.json").read_bytes())["parent_version"] == "1"
+    assert os.readlink(child / "model.py") == "../model.py"
+    with pytest.raises(ValueError, match="already in the catalogue"):
+        add_items(parent, Catalog(["i1"], [None], ["again"]))
+
+
+def test_cli_evaluate_json_prints_one_object(repository: Path, tiny_files) -> None:
+    events, items = tiny_files
+    args = ["evaluate", "1", "--repository", str(repository), "--events", str(events), "--items", str(items), "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metrics = orjson.loads(result.stdout)
+    assert set(METRICS) <= set(metrics)

@@ -1,0 +1,234 @@
+"""Typer commands ``train``, ``evaluate`` and ``add-items`` (mounted by ``recstream.cli``).
+
+Logs go to stderr; ``evaluate --json`` writes exactly one JSON object to stdout.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from trainer.config import TrainConfig
+from trainer.data import Dataset, default_cache_dir, load_event_log, load_movielens
+from trainer.publish import MODEL_NAME, load_in_triton, publish, versions
+
+logger = logging.getLogger(__name__)
+
+app = typer.Typer(help="Train, evaluate and extend the recstream model.", no_args_is_help=True)
+
+METRIC_KEYS = (
+    "ndcg@10",
+    "hr@10",
+    "mrr@10",
+    "ndcg@10_all",
+    "hr@10_all",
+    "mrr@10_all",
+    "cold_hr@10",
+    "next_action_auc",
+    "pop_ndcg@10",
+    "pop_hr@10",
+    "pop_mrr@10",
+    "pop_cold_hr@10",
+)
+
+Repository = Annotated[Path, typer.Option(help="Triton model repository (the model is its 'recstream' folder).")]
+Events = Annotated[Path | None, typer.Option(help="Event log (CSV/JSONL/Parquet); default MovieLens-100K.")]
+Items = Annotated[Path | None, typer.Option(help="Item table for --events (item_id, title, text fields).")]
+TritonUrl = Annotated[str | None, typer.Option(help="Triton HTTP URL: ask it to load the new version.")]
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def load_data(events: Path | None, items: Path | None) -> Dataset:
+    return load_event_log(events, items) if events else load_movielens()
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["hidden=128", "use_text=false"]`` -> typed ``TrainConfig`` values."""
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or key not in types:
+            raise typer.BadParameter(f"{pair!r}: expected KEY=VALUE with KEY one of {', '.join(types)}")
+        kind = types[key]
+        if kind == "bool":
+            values[key] = raw.lower() in {"1", "true", "yes", "on"}
+        else:
+            values[key] = {"int": int, "float": float}[kind](raw)
+    return values
+
+
+def train_report(
+    dataset: Dataset, cfg: TrainConfig, events: Path | None, items: Path | None, faithfulness_users: int
+) -> tuple[Any, dict[str, Any]]:
+    """Train, then evaluate on the test split: (the trained model, the report of a version)."""
+    from trainer.evaluate import evaluate
+    from trainer.text import TEXT_MODEL
+    from trainer.train import item_table, torch_encoder, train_members
+
+    model, results = train_members(dataset, cfg, default_cache_dir())
+    withheld = results[0].withheld  # the same for every member
+    started = time.monotonic()
+    metrics = evaluate(
+        torch_encoder(model),
+        item_table(model),
+        dataset,
+        withheld,
+        cfg.max_len,
+        faithfulness_users=faithfulness_users,
+        seed=cfg.seed,
+    )
+    logger.info("test metrics: %s", {k: metrics[k] for k in METRIC_KEYS})
+    report = {
+        "model": MODEL_NAME,
+        "created_at": time.time(),
+        "parent_version": None,
+        "metrics": metrics,
+        "config": cfg.to_dict(),
+        "seed": cfg.seed,
+        "text_model": TEXT_MODEL if cfg.use_text else None,
+        "data": {
+            "events": str(events) if events else "movielens-100k (recbole 1.2.1 atomic files)",
+            "items": str(items) if items else None,
+            "users": len(dataset.users),
+            "items_in_catalogue": len(dataset.catalog),
+            "events_total": dataset.num_events,
+            "split": "per user by time (stable on file order): last event test, second-last validation, rest train",
+            "withheld_items": [dataset.catalog.item_ids[i] for i in withheld.nonzero()[0]],
+            "withheld_note": "withheld items' events were removed from training; they are scored by text only",
+        },
+        "training": {
+            "train_seconds": round(sum(r.seconds for r in results), 1),
+            "eval_seconds": round(time.monotonic() - started, 1),
+            "members": [
+                {"seed": cfg.seed + k, "best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "history": r.history}
+                for k, r in enumerate(results)
+            ],
+            "early_stopping": "validation NDCG@10, earlier items not excluded",
+            "machine": "CPU",
+        },
+    }
+    return model, report
+
+
+def cold_start_section(withheld_run: dict[str, Any]) -> dict[str, Any]:
+    """Cold-start metrics of a companion run that withheld items (same data and split)."""
+    metrics = withheld_run["metrics"]
+    return {
+        "note": "measured on a companion model trained with these items withheld; this model saw every item",
+        "cold_share": withheld_run["config"]["cold_share"],
+        "withheld_items": withheld_run["data"]["withheld_items"],
+        "config": withheld_run["config"],
+        "metrics": {k: metrics[k] for k in METRIC_KEYS} | {"cold_cases": metrics["cold_cases"]},
+    }
+
+
+@app.command("train")
+def train_command(
+    repository: Repository = Path("model_repository"),
+    events: Events = None,
+    items: Items = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Config override KEY=VALUE (trainer.config).")] = None,
+    publish_version: Annotated[bool, typer.Option("--publish/--no-publish", help="Publish a version.")] = True,
+    report_path: Annotated[Path | None, typer.Option("--report", help="Also write report.json here.")] = None,
+    faithfulness_users: Annotated[int, typer.Option(help="Test users for the attribution check.")] = 300,
+    cold_report: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="report.json of a run with items withheld (cold_share > 0): its cold-start metrics are "
+            "attached, for a model trained on every item (cold_share=0).",
+        ),
+    ] = None,
+    triton_url: TritonUrl = None,
+) -> None:
+    """Train on the train split, early-stop on validation, evaluate on test, publish the next version."""
+    _setup_logging()
+    from trainer.export import export_version, write_report
+
+    cfg = TrainConfig(**parse_overrides(set_ or []))
+    dataset = load_data(events, items)
+    model, report = train_report(dataset, cfg, events, items, faithfulness_users)
+    if cold_report:
+        report["cold_start"] = cold_start_section(orjson.loads(cold_report.read_bytes()))
+    if report_path:
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        write_report(report_path, report)
+    if publish_version:
+        target = publish(repository / MODEL_NAME, lambda out: export_version(model, dataset, report, out))
+        typer.echo(f"published {target}", err=True)
+        if triton_url:
+            load_in_triton(triton_url)
+
+
+def version_dir(repository: Path, version: str) -> Path:
+    """``latest`` or a version number -> its folder."""
+    model_dir = repository / MODEL_NAME
+    published = versions(model_dir)
+    if version == "latest":
+        if not published:
+            raise typer.BadParameter(f"no published version in {model_dir}")
+        version = str(published[-1])
+    if not version.isdigit() or int(version) not in published:
+        raise typer.BadParameter(f"version {version!r} is not published in {model_dir} (have {published})")
+    return model_dir / str(int(version))
+
+
+@app.command("evaluate")
+def evaluate_command(
+    version: Annotated[str, typer.Argument(help="Version number or 'latest'.")] = "latest",
+    repository: Repository = Path("model_repository"),
+    events: Events = None,
+    items: Items = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object of metrics to stdout.")] = False,
+    faithfulness_users: Annotated[int, typer.Option(help="Test users for the attribution check.")] = 0,
+) -> None:
+    """Evaluate a published version's served artifacts (encoder.onnx, item embeddings) on the test split."""
+    _setup_logging()
+    from trainer.evaluate import evaluate_version
+
+    metrics = evaluate_version(version_dir(repository, version), load_data(events, items), faithfulness_users)
+    if as_json:
+        sys.stdout.write(orjson.dumps(metrics, option=orjson.OPT_SERIALIZE_NUMPY).decode() + "\n")
+        return
+    for key in METRIC_KEYS:
+        value = metrics.get(key)
+        typer.echo(f"{key:>16}  {'n/a' if value is None else f'{value:.4f}'}")
+
+
+@app.command("add-items")
+def add_items_command(
+    items_path: Annotated[
+        Path,
+        typer.Argument(
+            help="New items: CSV/JSONL/Parquet with item_id, title and text fields (embedded text = the fields "
+            "after item_id joined, e.g. title then '(1995). Genres: Comedy.' as in training).",
+        ),
+    ],
+    version: Annotated[str, typer.Option(help="Parent version number or 'latest'.")] = "latest",
+    repository: Repository = Path("model_repository"),
+    triton_url: TritonUrl = None,
+) -> None:
+    """Publish a new version with the items appended (text embedding only, the encoder is unchanged)."""
+    _setup_logging()
+    from trainer.catalog import add_items_from_file
+
+    target = add_items_from_file(version_dir(repository, version), items_path)
+    typer.echo(f"published {target}", err=True)
+    if triton_url:
+        load_in_triton(triton_url)
+
+
+if __name__ == "__main__":
+    app()

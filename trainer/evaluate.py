@@ -1,0 +1,252 @@
+"""Full-ranking evaluation (no sampled negatives), the popularity baseline, next-action AUC and the
+faithfulness of occlusion attributions.
+
+The model is seen only through an ``Encoder``: window arrays -> (user_vec [B, H], action_logits [B, T]),
+plus the item table [N+1, H]. The trained torch model and a published ``encoder.onnx`` both fit, so
+``recstream evaluate`` measures exactly what is served. This module does not import torch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from stream.schemas import EVENT_TYPES
+from trainer.data import TEST, TRAIN, Catalog, Dataset, with_catalog
+from trainer.publish import EMBEDDINGS_FILE, ENCODER_FILE, ITEMS_FILE, REPORT_FILE
+from trainer.sequences import (
+    ENCODER_INPUTS,
+    ENCODER_OUTPUTS,
+    WINDOW_FIELDS,
+    Arrays,
+    EvalCases,
+    encoder_inputs,
+    eval_cases,
+)
+
+logger = logging.getLogger(__name__)
+
+Encoder = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
+"""{"item_vecs", "event_types", "age_s", "attention_mask"} -> (user_vec [B, H], action_logits [B, T])."""
+
+K = 10
+BATCH = 256
+CLICK, VIEW = EVENT_TYPES.index("click") + 1, EVENT_TYPES.index("view") + 1
+
+
+def onnx_encoder(path: Path, threads: int = 2) -> Encoder:
+    """A published ``encoder.onnx`` as an ``Encoder`` (onnxruntime, CPU)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        user_vec, action_logits = session.run(list(ENCODER_OUTPUTS), {n: inputs[n] for n in ENCODER_INPUTS})
+        return user_vec, action_logits
+
+    return run
+
+
+# --- metric functions --------------------------------------------------------------------------------
+
+
+def target_ranks(scores: np.ndarray, targets: np.ndarray, seen: list[np.ndarray] | None = None) -> np.ndarray:
+    """1-based rank of each target among all items: 1 + items scored strictly higher.
+
+    ``scores`` [B, N] (column j = item row j + 1), ``targets`` [B] item rows; with ``seen``, each case's
+    earlier items (other than the target) are left out of the ranking, as when served.
+    """
+    scores = scores.copy()
+    if seen is not None:
+        for row, items in enumerate(seen):
+            scores[row, items - 1] = -np.inf
+    target_scores = scores[np.arange(len(targets)), targets - 1]  # [B]
+    scores[np.arange(len(targets)), targets - 1] = -np.inf
+    return 1 + (scores > target_scores[:, None]).sum(1)
+
+
+def rank_metrics(ranks: np.ndarray, k: int = K) -> dict[str, float]:
+    """HR@k, NDCG@k (one relevant item: 1 / log2(1 + rank)) and MRR@k from 1-based ranks."""
+    hit = ranks <= k
+    return {
+        f"hr@{k}": float(hit.mean()),
+        f"ndcg@{k}": float(np.where(hit, 1 / np.log2(1 + ranks), 0).mean()),
+        f"mrr@{k}": float(np.where(hit, 1 / ranks, 0).mean()),
+    }
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """ROC AUC (Mann-Whitney U with average ranks for ties); None when only one class is present."""
+    labels = labels.astype(bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = scores[order]
+    ranks = np.empty(len(scores))
+    starts = np.flatnonzero(np.append(True, sorted_scores[1:] != sorted_scores[:-1]))
+    ends = np.append(starts[1:], len(scores))
+    for start, end in zip(starts, ends, strict=True):
+        ranks[order[start:end]] = (start + end + 1) / 2  # average of the 1-based ranks start+1..end
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+# --- running an encoder --------------------------------------------------------------------------------
+
+
+def encode_all(encoder: Encoder, table: np.ndarray, arrays: Arrays) -> tuple[np.ndarray, np.ndarray]:
+    """user_vec [B, H] and action_logits [B, T] of every row of ``arrays``, in batches."""
+    users, actions = [], []
+    for start in range(0, len(arrays["items"]), BATCH):
+        user_vec, action_logits = encoder(encoder_inputs(arrays, table, slice(start, start + BATCH)))
+        users.append(user_vec)
+        actions.append(action_logits)
+    return np.concatenate(users), np.concatenate(actions)
+
+
+def popularity(dataset: Dataset, withheld: np.ndarray) -> np.ndarray:
+    """[N] train-event counts per item (withheld items: 0), ties broken towards lower rows."""
+    counts = np.zeros(len(dataset.catalog))
+    for user in dataset.users:
+        train_items = user.items[user.split == TRAIN]
+        np.add.at(counts, train_items - 1, 1)
+    counts[withheld] = 0
+    return counts - np.arange(len(counts)) / (2 * len(counts))
+
+
+def ranking_report(scores: np.ndarray, cases: EvalCases, withheld: np.ndarray, prefix: str = "") -> dict[str, float]:
+    """HR/NDCG/MRR@10 with earlier items excluded, the same without (``_all``), and cold HR@10."""
+    targets = cases.arrays["target_items"]
+    served = target_ranks(scores, targets, cases.seen)
+    report = {prefix + k: v for k, v in rank_metrics(served).items()}
+    report |= {f"{prefix}{k}_all": v for k, v in rank_metrics(target_ranks(scores, targets)).items()}
+    cold = withheld[targets - 1]
+    report[f"{prefix}cold_hr@{K}"] = float((served[cold] <= K).mean()) if cold.any() else float("nan")
+    return report
+
+
+def evaluate(
+    encoder: Encoder,
+    table: np.ndarray,
+    dataset: Dataset,
+    withheld: np.ndarray,
+    max_len: int,
+    split: int = TEST,
+    faithfulness_users: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Metrics on ``split`` (one case per user): ``ndcg@10, hr@10, mrr@10`` (earlier items excluded),
+    the ``_all`` variants (not excluded), ``cold_hr@10``, ``next_action_auc``, the popularity baseline
+    (``pop_*``) and, with ``faithfulness_users`` > 0, the occlusion faithfulness check."""
+    cases = eval_cases(dataset, split, max_len)
+    user_vec, action_logits = encode_all(encoder, table, cases.arrays)
+    report: dict[str, Any] = {
+        "cases": len(cases.user_ids),
+        "cold_cases": int(withheld[cases.arrays["target_items"] - 1].sum()),
+    }
+    report |= ranking_report(user_vec @ table[1:].T, cases, withheld)
+    types = cases.arrays["target_types"]
+    clicks_or_views = np.isin(types, [CLICK, VIEW])
+    click_margin = action_logits[:, CLICK - 1] - action_logits[:, VIEW - 1]  # [B]
+    report["next_action_auc"] = roc_auc(types[clicks_or_views] == CLICK, click_margin[clicks_or_views])
+    pop_scores = np.broadcast_to(popularity(dataset, withheld), (len(types), len(dataset.catalog)))
+    report |= ranking_report(pop_scores, cases, withheld, prefix="pop_")
+    if faithfulness_users:
+        report["faithfulness"] = occlusion_faithfulness(encoder, table, cases, faithfulness_users, seed)
+    return report
+
+
+# --- faithfulness of occlusion attribution ---------------------------------------------------------------
+
+
+def occlude(arrays: Arrays, row: int) -> Arrays:
+    """One copy of case ``row`` per real window position, with that event masked out (as if absent)."""
+    positions = np.flatnonzero(arrays["attention_mask"][row])
+    out = {name: np.repeat(arrays[name][row : row + 1], len(positions), axis=0) for name in WINDOW_FIELDS}
+    copies = np.arange(len(positions))
+    for name in ("items", "event_types", "attention_mask"):
+        out[name][copies, positions] = 0
+    out["age_s"][copies, positions] = 0
+    return out
+
+
+def occlusion_faithfulness(
+    encoder: Encoder, table: np.ndarray, cases: EvalCases, users: int, seed: int
+) -> dict[str, Any]:
+    """For ``users`` random test cases: the attribution of a window event is the drop of the top item's
+    logit when that event is masked out (what the served model reports). Removing the top-attributed event
+    vs a random other event: mean logit drop, mean drop of the top item's softmax probability, and the
+    share of cases where the top item falls out of the top 10 (the last two are not what attribution
+    maximises, so they test it rather than restate it)."""
+    rng = np.random.default_rng(seed)
+    rows = [r for r in range(len(cases.user_ids)) if cases.arrays["attention_mask"][r].sum() >= 2]
+    rows = sorted(rng.choice(rows, size=min(users, len(rows)), replace=False))
+    items = table[1:]  # [N, H]
+    stats: dict[str, list[float]] = {
+        k: [] for k in ("logit_top", "logit_random", "prob_top", "prob_random", "out_top", "out_random")
+    }
+    for row in rows:
+        single = {name: cases.arrays[name][row : row + 1] for name in WINDOW_FIELDS}
+        base_logits = encode_all(encoder, table, single)[0] @ items.T  # [1, N]
+        base_logits[0, cases.seen[row] - 1] = -np.inf
+        top = int(base_logits.argmax())
+        occluded = occlude(cases.arrays, row)
+        logits = encode_all(encoder, table, occluded)[0] @ items.T  # [P, N]
+        logits[:, cases.seen[row] - 1] = -np.inf
+        drops = base_logits[0, top] - logits[:, top]  # [P]: the attribution of each window event
+        chosen = {
+            "top": int(drops.argmax()),
+            "random": int(rng.choice(np.delete(np.arange(len(drops)), drops.argmax()))),
+        }
+        base_prob = _softmax(base_logits[0])[top]
+        for name, p in chosen.items():
+            stats[f"logit_{name}"].append(float(drops[p]))
+            stats[f"prob_{name}"].append(float(base_prob - _softmax(logits[p])[top]))
+            stats[f"out_{name}"].append(float((logits[p] > logits[p, top]).sum() >= K))
+    top_prob, random_prob = np.array(stats["prob_top"]), np.array(stats["prob_random"])
+    return {
+        "users": len(rows),
+        "mean_logit_drop_top": float(np.mean(stats["logit_top"])),
+        "mean_logit_drop_random": float(np.mean(stats["logit_random"])),
+        "mean_prob_drop_top": float(top_prob.mean()),
+        "mean_prob_drop_random": float(random_prob.mean()),
+        "share_prob_drop_top_gt_random": float((top_prob > random_prob).mean()),
+        "share_top_item_leaves_top10_top": float(np.mean(stats["out_top"])),
+        "share_top_item_leaves_top10_random": float(np.mean(stats["out_random"])),
+    }
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max())
+    return z / z.sum()
+
+
+# --- a published version --------------------------------------------------------------------------------
+
+
+def evaluate_version(version_dir: Path, dataset: Dataset, faithfulness_users: int = 0) -> dict[str, Any]:
+    """Evaluate the served artifacts of a version folder (encoder.onnx + item_embeddings.npy) on the test
+    split, with the withheld (cold) items and window length recorded in its report.json."""
+    report = orjson.loads((version_dir / REPORT_FILE).read_bytes())
+    items = orjson.loads((version_dir / ITEMS_FILE).read_bytes())
+    catalog = Catalog(items["item_ids"], items["titles"], texts=items["item_ids"])  # texts are not needed here
+    dataset = with_catalog(dataset, catalog)
+    withheld = np.isin(catalog.item_ids, report["data"]["withheld_items"])
+    table = np.load(version_dir / EMBEDDINGS_FILE)
+    encoder = onnx_encoder(version_dir / ENCODER_FILE)
+    return evaluate(
+        encoder,
+        table,
+        dataset,
+        withheld,
+        report["config"]["max_len"],
+        faithfulness_users=faithfulness_users,
+        seed=report["config"]["seed"],
+    )

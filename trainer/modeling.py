@@ -1,0 +1,223 @@
+"""The recommender: item vectors (id embedding + projected item text) fed to a causal GPT-2 encoder.
+
+Shapes: B users (rows), L window positions (left-padded, newest event at L-1), H hidden size,
+N catalogue items (item row 0 is padding / unknown), T = len(EVENT_TYPES) = 4 next-action classes.
+
+A batch is a dict of tensors:
+    items           int64   [B, L]  catalogue rows (0 = padding)
+    event_types     int64   [B, L]  0 padding, else 1 + index in EVENT_TYPES
+    age_s           float32 [B, L]  seconds from the event to the row's newest event (0 for padding)
+    attention_mask  int64   [B, L]  1 real event, 0 padding
+  for ``loss`` (the next event after every position, 0 = no target there):
+    next_items      int64   [B, L]
+    next_types      int64   [B, L]
+  for ``predict``:
+    target_items    int64   [B]
+
+The exported part is ``SequenceEncoder`` (inputs: item vectors, not ids), so new catalogue rows are scored
+without touching it: item scores are ``user_vec @ item_table.T``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import GPT2Config, GPT2Model
+
+from stream.schemas import EVENT_TYPES
+from trainer.config import TrainConfig
+from trainer.text import TEXT_DIM
+
+GAP_BUCKETS = 32  # bucket 0: no earlier event in the window; bucket 1 + floor(log2(1 + gap seconds)) else
+
+
+def gap_buckets(age_s: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:  # [B, L] int64
+    """Bucketed seconds since the previous real event of the window (0 for padding and the first event).
+
+    Only gaps are used, not the ages themselves: ages are relative to the newest event, which moves with the
+    prefix in causal training, while the gap between two events does not. Masked-out events (padding, or
+    occluded ones in the middle of a window) are skipped, as if absent.
+    """
+    length = age_s.shape[1]
+    positions = torch.arange(length, device=age_s.device)
+    earlier = (positions[None, :] < positions[:, None])[None] & attention_mask[:, None, :].bool()  # [B, L, L]
+    previous_age = age_s[:, None, :].masked_fill(~earlier, float("inf")).amin(-1)  # [B, L]: inf if none
+    has_previous = torch.isfinite(previous_age) & attention_mask.bool()  # [B, L]
+    gap = torch.where(has_previous, previous_age - age_s, torch.zeros_like(age_s)).clamp(min=0)  # [B, L]
+    bucket = 1 + torch.floor(torch.log2(1 + gap)).clamp(0, GAP_BUCKETS - 2).long()  # [B, L]
+    return bucket * has_previous.long()
+
+
+def newest(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:  # [B, H]
+    """The hidden state at each row's newest real event (the last position, unless it is masked out)."""
+    positions = torch.arange(hidden.shape[1], device=hidden.device)  # [L]
+    last = (attention_mask * positions).argmax(-1)  # [B]
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # [B, H]
+
+
+class SequenceEncoder(nn.Module):
+    """Window -> user vector and next-action logits. Exactly the ``encoder.onnx`` contract."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        super().__init__()
+        self.max_len = cfg.max_len
+        self.type_emb = nn.Embedding(1 + len(EVENT_TYPES), cfg.hidden, padding_idx=0)
+        self.gap_emb = nn.Embedding(GAP_BUCKETS, cfg.hidden)
+        gpt_config = GPT2Config(
+            n_embd=cfg.hidden,
+            n_layer=cfg.layers,
+            n_head=cfg.heads,
+            n_positions=cfg.max_len,
+            vocab_size=1,  # unused: the model is fed inputs_embeds
+            bos_token_id=None,
+            eos_token_id=None,
+            embd_pdrop=cfg.dropout,
+            attn_pdrop=cfg.dropout,
+            resid_pdrop=cfg.dropout,
+        )
+        gpt_config._attn_implementation = "eager"  # traceable for the ONNX export
+        self.gpt = GPT2Model(gpt_config)
+        self.action_head = nn.Linear(cfg.hidden, len(EVENT_TYPES))
+
+    def hidden_states(
+        self,
+        item_vecs: torch.Tensor,  # [B, L, H]
+        event_types: torch.Tensor,  # [B, L]
+        age_s: torch.Tensor,  # [B, L]
+        attention_mask: torch.Tensor,  # [B, L]
+    ) -> torch.Tensor:  # [B, L', H], L' = min(L, max_len): causal, position t sees events <= t
+        item_vecs, event_types = item_vecs[:, -self.max_len :], event_types[:, -self.max_len :]
+        age_s, attention_mask = age_s[:, -self.max_len :], attention_mask[:, -self.max_len :]
+        x = item_vecs + self.type_emb(event_types) + self.gap_emb(gap_buckets(age_s, attention_mask))  # [B, L', H]
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # [B, L']: 0 = oldest real event
+        out = self.gpt(inputs_embeds=x, attention_mask=attention_mask, position_ids=positions)
+        return out.last_hidden_state  # [B, L', H]
+
+    def forward(
+        self,
+        item_vecs: torch.Tensor,  # [B, L, H]
+        event_types: torch.Tensor,  # [B, L]
+        age_s: torch.Tensor,  # [B, L]
+        attention_mask: torch.Tensor,  # [B, L]
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # user_vec [B, H], action_logits [B, T]
+        hidden = self.hidden_states(item_vecs, event_types, age_s, attention_mask)  # [B, L', H]
+        user_vec = newest(hidden, attention_mask[:, -self.max_len :])  # [B, H]
+        return user_vec, self.action_head(user_vec)
+
+
+class RecModel(nn.Module):
+    """Item table + sequence encoder, trained with full-softmax cross-entropy over the catalogue."""
+
+    def __init__(
+        self, cfg: TrainConfig, text_vectors: np.ndarray, has_id: np.ndarray, withheld: np.ndarray | None = None
+    ) -> None:
+        """``text_vectors``: float32 [N, 384] MiniLM embeddings of the item texts; ``has_id``: bool [N],
+        the items that get an id embedding (those in the training data; the rest are scored by text only);
+        ``withheld``: bool [N], items kept out of training entirely, also as negatives of the training
+        softmax (else training would learn that they never come next)."""
+        super().__init__()
+        self.cfg = cfg
+        num_items = len(has_id)
+        self.id_emb = nn.Embedding(num_items + 1, cfg.hidden)
+        nn.init.normal_(self.id_emb.weight, std=1 / math.sqrt(cfg.hidden))
+        self.text_adapter = nn.Linear(TEXT_DIM, cfg.hidden) if cfg.use_text else None
+        self.register_buffer("text", torch.from_numpy(np.vstack([np.zeros((1, TEXT_DIM)), text_vectors])).float())
+        self.register_buffer("has_id", torch.from_numpy(np.concatenate([[False], has_id])).float())  # [N+1]
+        withheld = np.zeros(num_items, dtype=bool) if withheld is None else withheld
+        self.register_buffer("withheld", torch.from_numpy(withheld))  # [N]
+        self.encoder = SequenceEncoder(cfg)
+
+    def item_table(self) -> torch.Tensor:  # [N+1, H]; row 0 is zeros
+        """Id embedding (where the item has one) + projected text. In training, a random ``id_dropout``
+        share of the items lose their id part for this batch, so the text part learns to score alone."""
+        keep = self.has_id  # [N+1]
+        if self.training and self.cfg.id_dropout > 0:
+            keep = keep * (torch.rand_like(keep) >= self.cfg.id_dropout)
+        table = self.id_emb.weight * keep[:, None]  # [N+1, H]
+        if self.text_adapter is not None:
+            is_item = torch.ones_like(keep)
+            is_item[0] = 0
+            table = table + self.text_adapter(self.text) * is_item[:, None]  # [N+1, H]
+        return table
+
+    def _inputs(self, batch: dict[str, torch.Tensor], table: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The encoder's four inputs: item rows looked up in ``table`` [N+1, H] -> item_vecs [B, L, H]."""
+        return table[batch["items"]], batch["event_types"], batch["age_s"], batch["attention_mask"]
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:  # scalar
+        """Next-item cross-entropy over the whole catalogue + weighted next-type cross-entropy, at every
+        position that has a next event (training windows are ``max_len`` long)."""
+        table = self.item_table()  # [N+1, H]
+        hidden = self.encoder.hidden_states(*self._inputs(batch, table))  # [B, L, H]
+        has_target = batch["next_items"] > 0  # [B, L]
+        h = hidden[has_target]  # [M, H]
+        item_logits = (h @ table[1:].T).masked_fill(self.withheld, float("-inf"))  # [M, N]
+        item_loss = F.cross_entropy(item_logits, batch["next_items"][has_target] - 1)
+        action_loss = F.cross_entropy(self.encoder.action_head(h), batch["next_types"][has_target] - 1)
+        return item_loss + self.cfg.action_weight * action_loss
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """user_vec [B, H] and action_logits [B, T] at the newest event."""
+        return self.encoder(*self._inputs(batch, self.item_table()))
+
+    def full_sort_predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:  # [B, N]
+        """Scores of every catalogue item (column j = item row j + 1)."""
+        table = self.item_table()  # [N+1, H]
+        user_vec, _ = self.encoder(*self._inputs(batch, table))  # [B, H]
+        return user_vec @ table[1:].T  # [B, N]
+
+    def predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:  # [B]
+        """Scores of ``batch["target_items"]``."""
+        table = self.item_table()  # [N+1, H]
+        user_vec, _ = self.encoder(*self._inputs(batch, table))  # [B, H]
+        return (user_vec * table[batch["target_items"]]).sum(-1)  # [B]
+
+
+class EnsembleEncoder(nn.Module):
+    """K member encoders as one ``encoder.onnx``: item vectors are the members' item vectors side by side
+    ``[.., K*H]``; the user vector is the members' side by side, scaled by 1/K, so that
+    ``user_vec @ item_table.T`` is the mean of the members' logits. Next-action logits are averaged."""
+
+    def __init__(self, encoders: list[SequenceEncoder]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(encoders)
+        self.max_len = encoders[0].max_len
+
+    def forward(
+        self,
+        item_vecs: torch.Tensor,  # [B, L, K*H]
+        event_types: torch.Tensor,  # [B, L]
+        age_s: torch.Tensor,  # [B, L]
+        attention_mask: torch.Tensor,  # [B, L]
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # user_vec [B, K*H], action_logits [B, T]
+        chunks = item_vecs.chunk(len(self.members), dim=-1)  # K x [B, L, H]
+        outputs = [m(c, event_types, age_s, attention_mask) for m, c in zip(self.members, chunks, strict=True)]
+        user_vec = torch.cat([u for u, _ in outputs], dim=-1) / len(outputs)  # [B, K*H]
+        action_logits = torch.stack([a for _, a in outputs]).mean(0)  # [B, T]
+        return user_vec, action_logits
+
+
+class Ensemble(nn.Module):
+    """RecModels trained with different seeds, served as one model with the same surface (``encoder``,
+    ``item_table``, ``text_adapter``, ``cfg``): a new item's row is every member's text projection side by
+    side, so ``add-items`` works unchanged."""
+
+    def __init__(self, models: list[RecModel]) -> None:
+        super().__init__()
+        self.models = nn.ModuleList(models)
+        self.cfg = models[0].cfg
+        self.encoder = EnsembleEncoder([m.encoder for m in models])
+        self.text_adapter: nn.Linear | None = None
+        if models[0].text_adapter is not None:
+            adapters = [m.text_adapter for m in models]
+            self.text_adapter = nn.Linear(TEXT_DIM, sum(a.out_features for a in adapters))
+            with torch.no_grad():
+                self.text_adapter.weight.copy_(torch.cat([a.weight for a in adapters]))  # [K*H, 384]
+                self.text_adapter.bias.copy_(torch.cat([a.bias for a in adapters]))  # [K*H]
+
+    def item_table(self) -> torch.Tensor:  # [N+1, K*H]
+        return torch.cat([m.item_table() for m in self.models], dim=-1)

@@ -1,0 +1,65 @@
+"""Atomic publishing of a model version: build in ``<model>/.tmp-<random>``, then rename it to the next
+integer version. A published version is never overwritten; a reader (Triton) never sees half a version."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import tempfile
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "recstream"
+SHARED_MODEL_PY = "../model.py"
+# what a version folder holds (docs/architecture.md), plus the text adapter that add-items needs
+ENCODER_FILE = "encoder.onnx"
+EMBEDDINGS_FILE = "item_embeddings.npy"
+ITEMS_FILE = "items.json"
+REPORT_FILE = "report.json"
+TEXT_ADAPTER_FILE = "text_adapter.safetensors"
+
+
+def versions(model_dir: Path) -> list[int]:
+    """The published version numbers, ascending."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def publish(model_dir: Path, build: Callable[[Path], None]) -> Path:
+    """Call ``build(folder)`` to fill a fresh temporary folder, link ``model.py`` to the shared
+    implementation, and rename the folder to the next free version number. Returns the version folder."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=model_dir))
+    try:
+        build(tmp)
+        os.symlink(SHARED_MODEL_PY, tmp / "model.py")
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the server may run as another user
+        while True:
+            target = model_dir / str(max(versions(model_dir), default=0) + 1)
+            try:
+                os.rename(tmp, target)  # atomic; fails on an existing non-empty folder
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                continue  # another publisher took that number: take the next one
+            break
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("published %s", target)
+    return target
+
+
+def load_in_triton(triton_url: str, model: str = MODEL_NAME, timeout_s: float = 120) -> None:
+    """Ask a running Triton (HTTP endpoint, e.g. ``http://localhost:8000``) to (re)load ``model``, so it
+    serves the newest version (explicit model control mode)."""
+    url = f"{triton_url.rstrip('/')}/v2/repository/models/{model}/load"
+    request = urllib.request.Request(url, data=b"{}", method="POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:  # raises HTTPError on 4xx/5xx
+        logger.info("Triton loaded %s: HTTP %d", model, response.status)

@@ -1,0 +1,104 @@
+"""User sequences -> left-padded model batches: sliding training windows and evaluation histories."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from trainer.data import TRAIN, Dataset, UserSequence
+
+Arrays = dict[str, np.ndarray]
+
+#: The encoder.onnx contract (docs/architecture.md), in the order of ``SequenceEncoder.forward``.
+ENCODER_INPUTS = ("item_vecs", "event_types", "age_s", "attention_mask")
+ENCODER_OUTPUTS = ("user_vec", "action_logits")
+#: The window fields of a batch: ``items`` (catalogue rows) become ``item_vecs`` through the item table.
+WINDOW_FIELDS = ("items", "event_types", "age_s", "attention_mask")
+
+
+def left_pad(rows: list[np.ndarray], length: int, dtype: type) -> np.ndarray:
+    """``[len(rows), length]``: each row's last ``length`` values, right-aligned, zeros before."""
+    out = np.zeros((len(rows), length), dtype=dtype)
+    for i, row in enumerate(rows):
+        tail = row[-length:] if length else row[:0]
+        out[i, length - len(tail) :] = tail
+    return out
+
+
+def window_arrays(items: list[np.ndarray], types: list[np.ndarray], times: list[np.ndarray], length: int) -> Arrays:
+    """Model inputs for windows (each oldest first): ``items, event_types, age_s, attention_mask`` [B, L]."""
+    times_padded = left_pad([t - t[-1] for t in times], length, np.float64)  # [B, L], <= 0
+    mask = left_pad([np.ones(len(i), np.int64) for i in items], length, np.int64)
+    return {
+        "items": left_pad(items, length, np.int64),
+        "event_types": left_pad(types, length, np.int64),
+        "age_s": (-times_padded * mask).astype(np.float32),
+        "attention_mask": mask,
+    }
+
+
+def training_windows(dataset: Dataset, withheld: np.ndarray, max_len: int, stride: int) -> Arrays:
+    """Sliding windows over each user's train events (withheld items' events removed): the input is events
+    ``s..s+L-1``, the targets ``next_items``/``next_types`` the events one step later. Windows overlap by
+    ``max_len - stride`` events; only the first window of a user keeps targets in the overlap, so every train
+    event is a target exactly once."""
+    items, types, times, next_items, next_types = [], [], [], [], []
+    for user in dataset.users:
+        keep = (user.split == TRAIN) & ~withheld[user.items - 1]
+        seq_items, seq_types, seq_times = user.items[keep], user.event_types[keep], user.timestamps[keep]
+        n_inputs = len(seq_items) - 1
+        if n_inputs < 1:
+            continue
+        last_start = max(n_inputs - max_len, 0)
+        starts = sorted({*range(0, last_start + 1, stride), last_start})
+        covered = 0  # train targets 1..covered already have a window
+        for start in starts:
+            end = min(start + max_len, n_inputs)
+            targets = seq_items[start + 1 : end + 1].copy()
+            target_types = seq_types[start + 1 : end + 1].copy()
+            already = max(covered - start, 0)
+            targets[:already], target_types[:already] = 0, 0
+            covered = end
+            items.append(seq_items[start:end])
+            types.append(seq_types[start:end])
+            times.append(seq_times[start:end])
+            next_items.append(targets)
+            next_types.append(target_types)
+    arrays = window_arrays(items, types, times, max_len)
+    arrays["next_items"] = left_pad(next_items, max_len, np.int64)
+    arrays["next_types"] = left_pad(next_types, max_len, np.int64)
+    return arrays
+
+
+@dataclass(frozen=True)
+class EvalCases:
+    """One case per user that has an event with the wanted split label."""
+
+    arrays: Arrays  # model inputs (history truncated to max_len) + target_items, target_types [B]
+    seen: list[np.ndarray]  # per case: every item the user had before the target (for exclusion)
+    user_ids: list[str]
+
+
+def eval_cases(dataset: Dataset, split: int, max_len: int) -> EvalCases:
+    """History = every event before the user's ``split`` event, truncated to the last ``max_len``."""
+    picked: list[tuple[UserSequence, int]] = []
+    for user in dataset.users:
+        (positions,) = np.nonzero(user.split == split)
+        if len(positions) and positions[0] > 0:
+            picked.append((user, int(positions[0])))
+    arrays = window_arrays(
+        [u.items[:t] for u, t in picked],
+        [u.event_types[:t] for u, t in picked],
+        [u.timestamps[:t] for u, t in picked],
+        max_len,
+    )
+    arrays["target_items"] = np.array([u.items[t] for u, t in picked], dtype=np.int64)
+    arrays["target_types"] = np.array([u.event_types[t] for u, t in picked], dtype=np.int64)
+    return EvalCases(arrays, [u.items[:t] for u, t in picked], [u.user_id for u, _ in picked])
+
+
+def encoder_inputs(arrays: Arrays, table: np.ndarray, rows: slice | np.ndarray) -> dict[str, np.ndarray]:
+    """The encoder's inputs for ``rows`` of window ``arrays``: item rows looked up in ``table`` [N+1, H]."""
+    inputs = {name: arrays[name][rows] for name in WINDOW_FIELDS[1:]}
+    return {"item_vecs": table[arrays["items"][rows]], **inputs}

@@ -1,0 +1,158 @@
+"""Training: causal next-item loss at every position of sliding windows, Adam, early stopping on
+validation NDCG@10 (full ranking, earlier items not excluded, as RecBole reports)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from trainer.config import TrainConfig
+from trainer.data import TRAIN, VALID, Dataset
+from trainer.evaluate import Encoder, evaluate
+from trainer.modeling import Ensemble, RecModel
+from trainer.sequences import ENCODER_INPUTS, Arrays, training_windows
+from trainer.text import TEXT_DIM, embed_texts
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    model: RecModel
+    withheld: np.ndarray  # bool [N]: items kept out of training (cold-start evaluation)
+    best_epoch: int
+    epochs_run: int
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def draw_withheld(num_items: int, share: float, seed: int) -> np.ndarray:
+    """bool [N]: a seeded random ``share`` of the catalogue, kept out of training entirely."""
+    withheld = np.zeros(num_items, dtype=bool)
+    rng = np.random.default_rng(seed)
+    withheld[rng.choice(num_items, size=round(share * num_items), replace=False)] = True
+    return withheld
+
+
+def tensor_batches(arrays: Arrays, batch_size: int, order: np.ndarray) -> Iterator[dict[str, torch.Tensor]]:
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        yield {name: torch.from_numpy(values[rows]) for name, values in arrays.items()}
+
+
+def torch_encoder(model: RecModel) -> Encoder:
+    """The model's sequence encoder as an ``evaluate.Encoder`` (numpy in, numpy out, no gradients)."""
+
+    def run(inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            user_vec, action_logits = model.encoder(*(torch.from_numpy(inputs[n]) for n in ENCODER_INPUTS))
+        return user_vec.numpy(), action_logits.numpy()
+
+    return run
+
+
+def item_table(model: RecModel) -> np.ndarray:
+    """float32 [N+1, H]: the served item embeddings (no id dropout; row 0 zeros)."""
+    model.eval()
+    with torch.inference_mode():
+        return model.item_table().numpy()
+
+
+def validate(model: RecModel, dataset: Dataset, withheld: np.ndarray) -> dict[str, Any]:
+    return evaluate(torch_encoder(model), item_table(model), dataset, withheld, model.cfg.max_len, split=VALID)
+
+
+def train(dataset: Dataset, cfg: TrainConfig, cache_dir: Path, member: int = 0) -> TrainResult:
+    """Train on the train split (withheld items removed), early-stopped on the validation split. ``member``
+    shifts the seed of the initialisation and batch order (ensembles); the withheld items stay the same."""
+    started = time.monotonic()
+    torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed + member)
+    num_items = len(dataset.catalog)
+    withheld = draw_withheld(num_items, cfg.cold_share, cfg.seed)
+    windows = training_windows(dataset, withheld, cfg.max_len, cfg.window_stride)
+    has_id = np.zeros(num_items, dtype=bool)
+    for user in dataset.users:
+        has_id[user.items[user.split == TRAIN] - 1] = True
+    has_id &= ~withheld
+    if cfg.use_text:
+        text_vectors = embed_texts(dataset.catalog.texts, cache_dir)
+    else:
+        text_vectors = np.zeros((num_items, TEXT_DIM), dtype=np.float32)
+    model = RecModel(cfg, text_vectors, has_id, withheld)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n_windows = len(windows["items"])
+    logger.info(
+        "%d training windows, %d items (%d withheld, %d with an id embedding), %d parameters",
+        n_windows,
+        num_items,
+        withheld.sum(),
+        has_id.sum(),
+        sum(p.numel() for p in model.parameters()),
+    )
+    rng = np.random.default_rng(cfg.seed + member)
+    best_score, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
+    history = []
+    epoch = 0
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        total, steps = 0.0, 0
+        order = rng.permutation(n_windows)
+        progress = tqdm(
+            tensor_batches(windows, cfg.batch_size, order),
+            total=-(-n_windows // cfg.batch_size),
+            desc=f"epoch {epoch}",
+            leave=False,
+            mininterval=2,
+        )
+        for batch in progress:
+            loss = model.loss(batch)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total, steps = total + loss.item(), steps + 1
+        metrics = validate(model, dataset, withheld)
+        score = metrics["ndcg@10_all"]
+        history.append(
+            {"epoch": epoch, "loss": total / steps, "valid_ndcg@10_all": score, "valid_ndcg@10": metrics["ndcg@10"]}
+        )
+        logger.info(
+            "epoch %d: loss %.4f, valid NDCG@10 %.4f (earlier items excluded %.4f)",
+            epoch,
+            total / steps,
+            score,
+            metrics["ndcg@10"],
+        )
+        if score > best_score:
+            best_score, best_epoch, best_state = score, epoch, copy.deepcopy(model.state_dict())
+        elif epoch - best_epoch >= cfg.patience:
+            logger.info("early stop: no better validation NDCG@10 for %d epochs", cfg.patience)
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    seconds = time.monotonic() - started
+    logger.info("best epoch %d (valid NDCG@10 %.4f), %.0f s", best_epoch, best_score, seconds)
+    return TrainResult(model, withheld, best_epoch, epoch, seconds, history)
+
+
+def train_members(dataset: Dataset, cfg: TrainConfig, cache_dir: Path) -> tuple[RecModel | Ensemble, list[TrainResult]]:
+    """``cfg.members`` models, one after the other, and the model that serves them (the ensemble if several)."""
+    results = [train(dataset, cfg, cache_dir, member=k) for k in range(cfg.members)]
+    model = results[0].model if len(results) == 1 else Ensemble([r.model for r in results])
+    return model, results
