@@ -145,10 +145,10 @@ def train_command(
     cold_report: Annotated[
         Path | None,
         typer.Option(
-            exists=True,
             dir_okay=False,
             help="report.json of a run with items withheld (cold_share > 0): its cold-start metrics are "
-            "attached, for a model trained on every item (cold_share=0).",
+            "attached, for a model trained on every item (cold_share=0). Read after training, so the "
+            "companion run may still be going when this one starts.",
         ),
     ] = None,
     triton_url: TritonUrl = None,
@@ -161,6 +161,8 @@ def train_command(
     dataset = load_data(events, items)
     model, report = train_report(dataset, cfg, events, items, faithfulness_users)
     if cold_report:
+        if not cold_report.is_file():
+            raise typer.BadParameter(f"{cold_report} does not exist (has the companion run finished?)")
         report["cold_start"] = cold_start_section(orjson.loads(cold_report.read_bytes()))
     if report_path:
         report_path.parent.mkdir(parents=True, exist_ok=True)
