@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.logging import RichHandler
 
 from recstream.errors import StackError
@@ -45,7 +46,7 @@ def _settings_options(func: Any) -> Any:
 def main(ctx: typer.Context, **overrides: Any) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(name)s: %(message)s", datefmt="%H:%M:%S",
-        handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
+        handlers=[RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)],
     )
     ctx.obj = Settings(**{k: v for k, v in overrides.items() if v is not None})
 

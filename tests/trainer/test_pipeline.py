@@ -12,9 +12,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from recstream.cli import app as recstream_app
 from tests.trainer.conftest import TINY, fake_embed_texts
 from trainer.catalog import add_items
-from trainer.cli import app
 from trainer.data import TEST, Catalog
 from trainer.evaluate import evaluate_version, onnx_encoder
 from trainer.export import export_version
@@ -122,9 +122,10 @@ def test_add_items_publishes_a_version_with_more_rows(repository: Path, trained,
 
 
 def test_cli_evaluate_json_prints_one_object(repository: Path, tiny_files) -> None:
+    """Through ``recstream`` as users call it: stdout is exactly one JSON object, logs go to stderr."""
     events, items = tiny_files
     args = ["evaluate", "1", "--repository", str(repository), "--events", str(events), "--items", str(items), "--json"]
-    result = CliRunner().invoke(app, args)
+    result = CliRunner().invoke(recstream_app, args)
     assert result.exit_code == 0, result.output
     metrics = orjson.loads(result.stdout)
     assert set(METRICS) <= set(metrics)
