@@ -85,7 +85,7 @@ def decide(
             prediction,
             Action.recommend,
             prediction.next_items,
-            f"Recommended because you recently {behaviour}.",
+            f"Recommended {_name(prediction.next_items[0].item_id, titles)} because you recently {behaviour}.",
             now_s,
         )
     return None

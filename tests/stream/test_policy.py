@@ -38,7 +38,9 @@ def test_recommend_names_the_heaviest_behaviour_with_titles() -> None:
     guidance = decide(_prediction(), VIEWS, None, SETTINGS, now_s=1_001.0)
     assert guidance is not None
     assert guidance.action == Action.recommend
-    assert guidance.explanation == "Recommended because you recently clicked Star Wars (1977) and viewed item i1."
+    assert guidance.explanation == (
+        "Recommended Return of the Jedi (1983) because you recently clicked Star Wars (1977) and viewed item i1."
+    )
     assert [i.item_id for i in guidance.items] == ["n1"]
     assert (guidance.event_ids, guidance.emitted_at) == (["3"], 1_001.0)
 
