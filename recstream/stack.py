@@ -125,8 +125,13 @@ def run_stack(
             wait_healthy(settings, lambda: worker.poll() is None, worker_log)
             logger.info("stack ready: worker health on http://127.0.0.1:%d/health", settings.web_port)
 
+            async def watchdog() -> None:
+                while worker.poll() is None and triton.running:
+                    await asyncio.sleep(1)
+                raise StackError(f"a part of the stack exited unexpectedly; worker log:\n{log_tail(worker_log)}")
+
             async def show() -> None:
-                tasks = [asyncio.create_task(watch_outputs(settings))]
+                tasks = [asyncio.create_task(watch_outputs(settings)), asyncio.create_task(watchdog())]
                 if replay:
                     tasks.append(asyncio.create_task(replay_movielens(settings, rate=rate, limit=limit)))
                 try:
