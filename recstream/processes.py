@@ -7,6 +7,8 @@ import os
 import signal
 import socket
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Self
 
@@ -99,6 +101,15 @@ class ChildProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def http_ok(url: str, timeout_s: float = 2.0) -> bool:
+    """True if ``url`` answers HTTP 200 (a readiness or health probe); False on any error."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def log_tail(log_path: Path, lines: int = 15) -> str:

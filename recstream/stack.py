@@ -13,14 +13,12 @@ import os
 import signal
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from recstream.broker import Broker
 from recstream.errors import StackError
-from recstream.processes import free_ports, log_tail, spawn, terminate
+from recstream.processes import free_ports, http_ok, log_tail, spawn, terminate
 from recstream.topics import cluster_stack_id, ensure_topics, reset_stale_state
 from recstream.triton import TritonServer
 from stream.app import topic_names
@@ -101,9 +99,8 @@ def wait_healthy(
     while time.monotonic() < deadline:
         if not worker_alive():
             raise StackError(f"worker exited during start-up:\n{log_tail(log_path)}")
-        with contextlib.suppress(urllib.error.URLError, OSError), urllib.request.urlopen(url, timeout=2) as response:
-            if response.status == 200:
-                return
+        if http_ok(url):
+            return
         time.sleep(0.5)
     raise StackError(f"worker: {url} not healthy after {timeout_s:.0f} s:\n{log_tail(log_path)}")
 

@@ -15,12 +15,10 @@ import shutil
 import sys
 import sysconfig
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from recstream.errors import StackError
-from recstream.processes import ChildProcess, ensure_port_free, log_tail
+from recstream.processes import ChildProcess, ensure_port_free, http_ok, log_tail
 from stream.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -131,16 +129,8 @@ class TritonServer(ChildProcess):
             if not self.running:
                 code = None if self._proc is None else self._proc.returncode
                 raise StackError(f"triton: exited with {code} during start-up:\n{log_tail(self.log_path)}")
-            if self._ok(f"{base}/health/ready") and self._ok(f"{base}/models/{model}/ready"):
+            if http_ok(f"{base}/health/ready") and http_ok(f"{base}/models/{model}/ready"):
                 logger.info("triton ready: model %s on gRPC port %d", model, self._settings.triton_grpc_port)
                 return
             time.sleep(0.25)
         raise StackError(f"triton: model {model!r} not ready after {timeout_s:.0f} s:\n{log_tail(self.log_path)}")
-
-    @staticmethod
-    def _ok(url: str) -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
