@@ -1,6 +1,6 @@
 """``recstream add-items``: publish a new version whose catalogue has extra items, embedded from their text
-with the parent version's text adapter (the encoder is not retrained; new items have no id embedding,
-like the cold items of the evaluation)."""
+with the parent version's text adapter (the encoder is not retrained; new items have no id embedding, like
+the cold items of the evaluation: the adapter's bias already holds the learned unknown-id vector)."""
 
 from __future__ import annotations
 

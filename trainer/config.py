@@ -38,6 +38,9 @@ class TrainConfig:
     """Adam learning rate."""
     weight_decay: float = 0.0
     """Adam (decoupled, AdamW) weight decay."""
+    ema_decay: float = 0.0
+    """if > 0, validate and keep an exponential moving average of the weights (per step) instead of the raw
+    weights: it smooths the step-to-step noise that makes single checkpoints' validation scores jump."""
     window_stride: int = 25
     """step between the starts of consecutive training windows over a long train sequence."""
     cold_share: float = 0.0

@@ -81,8 +81,9 @@ def export_version(model: RecModel, dataset: Dataset, report: dict[str, Any], ou
     export_encoder(model, out / ENCODER_FILE, samples[0])
     report = {**report, "onnx_parity_max_abs_diff": check_parity(model, out / ENCODER_FILE, samples)}
     write_catalog(out, table, dataset.catalog.item_ids, dataset.catalog.titles)
-    if model.text_adapter is not None:
-        adapter = {name: p.detach().numpy() for name, p in model.text_adapter.named_parameters()}
+    new_item_adapter = model.new_item_adapter()
+    if new_item_adapter is not None:
+        adapter = {name: p.detach().numpy() for name, p in new_item_adapter.named_parameters()}
         save_file(adapter, str(out / TEXT_ADAPTER_FILE), metadata={"text_model": TEXT_MODEL})
         (out / TEXT_ADAPTER_FILE).chmod(0o644)  # safetensors writes 0600; the server may be another user
     write_report(out / REPORT_FILE, report)

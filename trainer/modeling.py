@@ -20,6 +20,7 @@ without touching it: item scores are ``user_vec @ item_table.T``.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -125,24 +126,40 @@ class RecModel(nn.Module):
         self.id_emb = nn.Embedding(num_items + 1, cfg.hidden)
         nn.init.normal_(self.id_emb.weight, std=1 / math.sqrt(cfg.hidden))
         self.text_adapter = nn.Linear(TEXT_DIM, cfg.hidden) if cfg.use_text else None
+        self.unknown_id = nn.Parameter(torch.zeros(cfg.hidden))  # [H]: stands in for a missing id embedding
         self.register_buffer("text", torch.from_numpy(np.vstack([np.zeros((1, TEXT_DIM)), text_vectors])).float())
         self.register_buffer("has_id", torch.from_numpy(np.concatenate([[False], has_id])).float())  # [N+1]
         withheld = np.zeros(num_items, dtype=bool) if withheld is None else withheld
-        self.register_buffer("withheld", torch.from_numpy(withheld))  # [N]
+        trained = np.flatnonzero(~withheld)  # the training softmax's columns -> catalogue columns
+        column = np.full(num_items, -1)
+        column[trained] = np.arange(len(trained))
+        self.register_buffer("softmax_items", torch.from_numpy(trained))  # [N']
+        self.register_buffer("softmax_column", torch.from_numpy(column))  # [N]: -1 for withheld items
         self.encoder = SequenceEncoder(cfg)
 
     def item_table(self) -> torch.Tensor:  # [N+1, H]; row 0 is zeros
-        """Id embedding (where the item has one) + projected text. In training, a random ``id_dropout``
-        share of the items lose their id part for this batch, so the text part learns to score alone."""
+        """Id embedding (where the item has one, else the learned ``unknown_id``) + projected text. In
+        training, a random ``id_dropout`` share of the items lose their id part for this batch, so the text
+        part learns to score alone and ``unknown_id`` learns where an item without history stands."""
         keep = self.has_id  # [N+1]
         if self.training and self.cfg.id_dropout > 0:
             keep = keep * (torch.rand_like(keep) >= self.cfg.id_dropout)
-        table = self.id_emb.weight * keep[:, None]  # [N+1, H]
+        is_item = torch.ones_like(keep)
+        is_item[0] = 0
+        table = self.id_emb.weight * keep[:, None] + self.unknown_id * (is_item - keep)[:, None]  # [N+1, H]
         if self.text_adapter is not None:
-            is_item = torch.ones_like(keep)
-            is_item[0] = 0
             table = table + self.text_adapter(self.text) * is_item[:, None]  # [N+1, H]
         return table
+
+    def new_item_adapter(self) -> nn.Linear | None:
+        """MiniLM embedding [.., 384] -> the item row of an item without id embedding [.., H] (text
+        projection + ``unknown_id``): what ``add-items`` appends. None without text."""
+        if self.text_adapter is None:
+            return None
+        adapter = copy.deepcopy(self.text_adapter)
+        with torch.no_grad():
+            adapter.bias += self.unknown_id
+        return adapter
 
     def _inputs(self, batch: dict[str, torch.Tensor], table: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The encoder's four inputs: item rows looked up in ``table`` [N+1, H] -> item_vecs [B, L, H]."""
@@ -155,8 +172,9 @@ class RecModel(nn.Module):
         hidden = self.encoder.hidden_states(*self._inputs(batch, table))  # [B, L, H]
         has_target = batch["next_items"] > 0  # [B, L]
         h = hidden[has_target]  # [M, H]
-        item_logits = (h @ table[1:].T).masked_fill(self.withheld, float("-inf"))  # [M, N]
-        item_loss = F.cross_entropy(item_logits, batch["next_items"][has_target] - 1)
+        item_logits = h @ table[1:][self.softmax_items].T  # [M, N']: withheld items are not even negatives
+        targets = self.softmax_column[batch["next_items"][has_target] - 1]  # [M]
+        item_loss = F.cross_entropy(item_logits, targets)
         action_loss = F.cross_entropy(self.encoder.action_head(h), batch["next_types"][has_target] - 1)
         return item_loss + self.cfg.action_weight * action_loss
 
@@ -203,7 +221,7 @@ class EnsembleEncoder(nn.Module):
 
 class Ensemble(nn.Module):
     """RecModels trained with different seeds, served as one model with the same surface (``encoder``,
-    ``item_table``, ``text_adapter``, ``cfg``): a new item's row is every member's text projection side by
+    ``item_table``, ``new_item_adapter``, ``cfg``): a new item's row is every member's new-item row side by
     side, so ``add-items`` works unchanged."""
 
     def __init__(self, models: list[RecModel]) -> None:
@@ -211,13 +229,17 @@ class Ensemble(nn.Module):
         self.models = nn.ModuleList(models)
         self.cfg = models[0].cfg
         self.encoder = EnsembleEncoder([m.encoder for m in models])
-        self.text_adapter: nn.Linear | None = None
-        if models[0].text_adapter is not None:
-            adapters = [m.text_adapter for m in models]
-            self.text_adapter = nn.Linear(TEXT_DIM, sum(a.out_features for a in adapters))
-            with torch.no_grad():
-                self.text_adapter.weight.copy_(torch.cat([a.weight for a in adapters]))  # [K*H, 384]
-                self.text_adapter.bias.copy_(torch.cat([a.bias for a in adapters]))  # [K*H]
 
     def item_table(self) -> torch.Tensor:  # [N+1, K*H]
         return torch.cat([m.item_table() for m in self.models], dim=-1)
+
+    def new_item_adapter(self) -> nn.Linear | None:
+        """The members' new-item adapters side by side: [.., 384] -> [.., K*H]."""
+        adapters = [m.new_item_adapter() for m in self.models]
+        if adapters[0] is None:
+            return None
+        adapter = nn.Linear(TEXT_DIM, sum(a.out_features for a in adapters))
+        with torch.no_grad():
+            adapter.weight.copy_(torch.cat([a.weight for a in adapters]))  # [K*H, 384]
+            adapter.bias.copy_(torch.cat([a.bias for a in adapters]))  # [K*H]
+        return adapter

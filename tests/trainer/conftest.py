@@ -15,7 +15,17 @@ from trainer.data import Dataset, load_event_log
 
 N_USERS, N_ITEMS, EVENTS_PER_USER = 24, 30, 14
 TINY = TrainConfig(
-    hidden=16, layers=1, heads=1, max_len=8, epochs=1, batch_size=16, window_stride=4, cold_share=0.1, seed=7
+    hidden=16,
+    layers=1,
+    heads=1,
+    max_len=8,
+    epochs=1,
+    batch_size=16,
+    window_stride=4,
+    cold_share=0.1,
+    seed=7,
+    members=1,
+    ema_decay=0.0,
 )
 
 

@@ -84,7 +84,9 @@ def test_training_windows_target_every_train_event_once(tiny_dataset) -> None:
 
 def test_item_table_id_dropout_only_in_training() -> None:
     model = make_model()
-    text_only = model.text_adapter(model.text)
+    with torch.no_grad():
+        model.unknown_id.normal_()  # trained, it is not zero
+    text_only = model.new_item_adapter()(model.text)  # a row without id: text projection + unknown_id
     with torch.no_grad():
         table = model.item_table()
     assert torch.all(table[0] == 0)
@@ -133,8 +135,8 @@ def test_ensemble_scores_are_the_mean_of_its_members_logits() -> None:
                              batch["attention_mask"])
             member_logits.append(u @ m.item_table()[1:].T)
         torch.testing.assert_close(user_vec @ table[1:].T, torch.stack(member_logits).mean(0), atol=1e-5, rtol=1e-5)
-        # a text-only row (what add-items appends) is every member's text projection side by side
-        text_row = ensemble.text_adapter(members[0].text[1:2])
-        expected = torch.cat([m.text_adapter(m.text[1:2]) for m in members], dim=-1)
+        # a text-only row (what add-items appends) is every member's new-item row side by side
+        text_row = ensemble.new_item_adapter()(members[0].text[1:2])
+        expected = torch.cat([m.new_item_adapter()(m.text[1:2]) for m in members], dim=-1)
         torch.testing.assert_close(text_row, expected)
     assert action_logits.shape == (1, 4)

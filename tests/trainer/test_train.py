@@ -1,0 +1,36 @@
+from dataclasses import replace
+
+import pytest
+import torch
+
+from tests.trainer.conftest import TINY, fake_embed_texts
+from trainer.train import train, validate
+
+
+@pytest.fixture
+def runs(tiny_dataset, tmp_path, monkeypatch) -> dict[float, object]:
+    """The same seeded 4-epoch run with raw weights and with an exponential moving average of them."""
+    monkeypatch.setattr("trainer.train.embed_texts", fake_embed_texts)
+    return {
+        decay: train(tiny_dataset, replace(TINY, epochs=4, patience=10, ema_decay=decay), tmp_path)
+        for decay in (0.0, 0.9)
+    }
+
+
+def test_the_kept_weights_are_the_best_validated_ones(runs, tiny_dataset) -> None:
+    for result in runs.values():
+        best = max(h["valid_ndcg@10_all"] for h in result.history)
+        assert result.history[result.best_epoch - 1]["valid_ndcg@10_all"] == best
+        again = validate(result.model, tiny_dataset, result.withheld)["ndcg@10_all"]
+        assert again == pytest.approx(best)
+
+
+def test_ema_keeps_averaged_weights_not_the_raw_ones(runs) -> None:
+    raw, averaged = runs[0.0].model, runs[0.9].model
+    assert runs[0.0].history[0]["loss"] == runs[0.9].history[0]["loss"]  # same seed, same training steps
+    different = [
+        name
+        for (name, a), (_, b) in zip(raw.named_parameters(), averaged.named_parameters(), strict=True)
+        if not torch.allclose(a, b)
+    ]
+    assert different
