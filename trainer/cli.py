@@ -9,6 +9,7 @@ import logging
 import sys
 import time
 from dataclasses import fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +17,7 @@ import orjson
 import typer
 
 from trainer.config import TrainConfig
-from trainer.data import Dataset, default_cache_dir, load_event_log, load_movielens
+from trainer.data import TEST, VALID, Dataset, default_cache_dir, load_event_log, load_movielens
 from trainer.publish import MODEL_NAME, load_in_triton, publish, versions
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,11 @@ METRIC_KEYS = (
     "pop_mrr@10",
     "pop_cold_hr@10",
 )
+
+class Split(StrEnum):
+    test = "test"
+    valid = "valid"
+
 
 Repository = Annotated[Path, typer.Option(help="Triton model repository (the model is its 'recstream' folder).")]
 Events = Annotated[Path | None, typer.Option(help="Event log (CSV/JSONL/Parquet); default MovieLens-100K.")]
@@ -133,6 +139,17 @@ def cold_start_section(withheld_run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def wait_for_file(path: Path, timeout_s: float, poll_s: float = 5.0) -> None:
+    """Return once ``path`` exists (a companion run writes it when done); raise after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    if not path.is_file():
+        logger.info("waiting up to %.0f s for %s (the companion run)", timeout_s, path)
+    while not path.is_file():
+        if time.monotonic() >= deadline:
+            raise typer.BadParameter(f"{path} did not appear within {timeout_s:.0f} s (has the companion run failed?)")
+        time.sleep(poll_s)
+
+
 @app.command("train")
 def train_command(
     repository: Repository = Path("model_repository"),
@@ -151,6 +168,9 @@ def train_command(
             "companion run may still be going when this one starts.",
         ),
     ] = None,
+    cold_report_wait_s: Annotated[
+        float, typer.Option(help="How long to wait for --cold-report to appear once training is done.")
+    ] = 3600.0,
     triton_url: TritonUrl = None,
 ) -> None:
     """Train on the train split, early-stop on validation, evaluate on test, publish the next version."""
@@ -161,8 +181,7 @@ def train_command(
     dataset = load_data(events, items)
     model, report = train_report(dataset, cfg, events, items, faithfulness_users)
     if cold_report:
-        if not cold_report.is_file():
-            raise typer.BadParameter(f"{cold_report} does not exist (has the companion run finished?)")
+        wait_for_file(cold_report, cold_report_wait_s)
         report["cold_start"] = cold_start_section(orjson.loads(cold_report.read_bytes()))
     if report_path:
         report_path.parent.mkdir(parents=True, exist_ok=True)
@@ -195,12 +214,18 @@ def evaluate_command(
     items: Items = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object of metrics to stdout.")] = False,
     faithfulness_users: Annotated[int, typer.Option(help="Test users for the attribution check.")] = 0,
+    split: Annotated[Split, typer.Option(help="Which held-out event of each user to predict.")] = Split.test,
 ) -> None:
     """Evaluate a published version's served artifacts (encoder.onnx, item embeddings) on the test split."""
     _setup_logging()
     from trainer.evaluate import evaluate_version
 
-    metrics = evaluate_version(version_dir(repository, version), load_data(events, items), faithfulness_users)
+    metrics = evaluate_version(
+        version_dir(repository, version),
+        load_data(events, items),
+        faithfulness_users,
+        split=TEST if split is Split.test else VALID,
+    )
     if as_json:
         sys.stdout.write(orjson.dumps(metrics, option=orjson.OPT_SERIALIZE_NUMPY).decode() + "\n")
         return

@@ -231,11 +231,13 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 # --- a published version --------------------------------------------------------------------------------
 
 
-def evaluate_version(version_dir: Path, dataset: Dataset, faithfulness_users: int = 0) -> dict[str, Any]:
+def evaluate_version(
+    version_dir: Path, dataset: Dataset, faithfulness_users: int = 0, split: int = TEST
+) -> dict[str, Any]:
     """Evaluate the served artifacts of a version folder (encoder.onnx + item_embeddings.npy) on the test
-    split, with the withheld (cold) items and window length recorded in its report.json. A version trained
-    on every item has no cold items of its own: its ``cold_hr@10`` is the companion model's, recorded in
-    report.json's ``cold_start`` section at training time (``cold_hr@10_source`` says so)."""
+    (or validation) split, with the withheld (cold) items and window length recorded in its report.json. A
+    version trained on every item has no cold items of its own: its test ``cold_hr@10`` is the companion
+    model's, recorded in report.json's ``cold_start`` section at training time (``cold_hr@10_source`` says so)."""
     report = orjson.loads((version_dir / REPORT_FILE).read_bytes())
     items = orjson.loads((version_dir / ITEMS_FILE).read_bytes())
     catalog = Catalog(items["item_ids"], items["titles"], texts=items["item_ids"])  # texts are not needed here
@@ -251,8 +253,9 @@ def evaluate_version(version_dir: Path, dataset: Dataset, faithfulness_users: in
         report["config"]["max_len"],
         faithfulness_users=faithfulness_users,
         seed=report["config"]["seed"],
+        split=split,
     )
-    if not withheld.any() and "cold_start" in report:
+    if split == TEST and not withheld.any() and "cold_start" in report:
         cold = report["cold_start"]
         metrics[f"cold_hr@{K}"] = cold["metrics"][f"cold_hr@{K}"]
         metrics[f"cold_hr@{K}_source"] = f"companion model, {cold['cold_share']:.0%} of items withheld"

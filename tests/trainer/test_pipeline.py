@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from recstream.cli import app as recstream_app
 from tests.trainer.conftest import TINY, fake_embed_texts
 from trainer.catalog import add_items
-from trainer.data import TEST, Catalog
+from trainer.data import TEST, VALID, Catalog
 from trainer.evaluate import evaluate_version, onnx_encoder
 from trainer.export import export_version
 from trainer.publish import publish, versions
@@ -110,7 +110,7 @@ def test_add_items_publishes_a_version_with_more_rows(repository: Path, trained,
     assert after.shape == (before.shape[0] + 2, before.shape[1])
     np.testing.assert_array_equal(after[: len(before)], before)
     with torch.no_grad():
-        expected = trained.model.text_adapter(torch.from_numpy(fake_embed_texts(new.texts, Path()))).numpy()
+        expected = trained.model.new_item_adapter()(torch.from_numpy(fake_embed_texts(new.texts, Path()))).numpy()
     np.testing.assert_allclose(after[-2:], expected, atol=1e-5)
     items = orjson.loads((child / "items.json").read_bytes())
     assert items["item_ids"][-2:] == ["n1", "n2"] and items["titles"][-2:] == ["New one", None]
@@ -129,3 +129,14 @@ def test_cli_evaluate_json_prints_one_object(repository: Path, tiny_files) -> No
     assert result.exit_code == 0, result.output
     metrics = orjson.loads(result.stdout)
     assert set(METRICS) <= set(metrics)
+
+
+def test_cli_evaluate_valid_split_scores_the_validation_events(repository: Path, trained, tiny_files) -> None:
+    events, items = tiny_files
+    args = ["evaluate", "1", "--repository", str(repository), "--events", str(events), "--items", str(items)]
+    result = CliRunner().invoke(recstream_app, [*args, "--split", "valid", "--json"])
+    assert result.exit_code == 0, result.output
+    expected = evaluate_version(repository / "recstream" / "1", trained.dataset, split=VALID)
+    assert orjson.loads(result.stdout)["ndcg@10_all"] == pytest.approx(expected["ndcg@10_all"])
+    assert expected["cases"] == sum(1 for u in trained.dataset.users if (u.split == VALID).any())
+    assert expected["mrr@10_all"] != evaluate_version(repository / "recstream" / "1", trained.dataset)["mrr@10_all"]
