@@ -21,16 +21,16 @@ class TrainConfig:
     """events per window: training windows and the evaluation history are truncated to this."""
     use_text: bool = True
     """add the projected MiniLM embedding of the item text to each item vector (False: id embeddings only)."""
-    id_dropout: float = 0.1
+    id_dropout: float = 0.3
     """in training, the share of items whose id embedding is zeroed per batch, so text alone scores well."""
     action_weight: float = 0.1
     """weight of the next-event-type loss next to the next-item loss."""
-    members: int = 1
+    members: int = 3
     """models trained with seeds ``seed .. seed+members-1`` and served as one ensemble (mean of their logits)."""
     # training
     epochs: int = 40
     """upper bound on epochs; early stopping usually ends training first."""
-    patience: int = 6
+    patience: int = 10
     """stop after this many epochs without a better validation NDCG@10."""
     batch_size: int = 16
     """training windows per step (each window holds up to ``max_len`` targets)."""
@@ -38,10 +38,10 @@ class TrainConfig:
     """Adam learning rate."""
     weight_decay: float = 0.0
     """Adam (decoupled, AdamW) weight decay."""
-    ema_decay: float = 0.0
+    ema_decay: float = 0.999
     """if > 0, validate and keep an exponential moving average of the weights (per step) instead of the raw
     weights: it smooths the step-to-step noise that makes single checkpoints' validation scores jump."""
-    window_stride: int = 25
+    window_stride: int = 5
     """step between the starts of consecutive training windows over a long train sequence."""
     cold_share: float = 0.0
     """share of items withheld from training (their train events removed) to measure cold start; the
