@@ -39,6 +39,7 @@ METRIC_KEYS = (
     "pop_cold_hr@10",
 )
 
+
 class Split(StrEnum):
     test = "test"
     valid = "valid"
@@ -216,7 +217,8 @@ def evaluate_command(
     faithfulness_users: Annotated[int, typer.Option(help="Test users for the attribution check.")] = 0,
     split: Annotated[Split, typer.Option(help="Which held-out event of each user to predict.")] = Split.test,
 ) -> None:
-    """Evaluate a published version's served artifacts (encoder.onnx, item embeddings) on the test split."""
+    """Evaluate a published version's served artifacts (encoder.onnx, item embeddings) on the test split
+    (or, with ``--split valid``, the validation split)."""
     _setup_logging()
     from trainer.evaluate import evaluate_version
 
