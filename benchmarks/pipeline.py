@@ -36,8 +36,12 @@ logger = logging.getLogger("benchmarks.pipeline")
 
 
 async def _measure(settings: Settings, events: list, rate: float) -> dict[str, float]:
-    consumer = AIOKafkaConsumer(settings.topic_predictions, bootstrap_servers=settings.bootstrap_servers,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        settings.topic_predictions,
+        bootstrap_servers=settings.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     try:
         sender = asyncio.create_task(replay(settings, iter(events), rate=rate, limit=None))
@@ -62,8 +66,12 @@ async def _measure(settings: Settings, events: list, rate: float) -> dict[str, f
 
 
 def run_one(base: Settings, batch_size: int, events: list, rate: float, work: Path) -> dict[str, float]:
-    settings = local_settings(**(base.model_dump(exclude={"broker_port", "bootstrap_servers", "web_port"}) | {
-        "max_batch_size": batch_size, "data_dir": work / f"worker-{batch_size}"}))
+    settings = local_settings(
+        **(
+            base.model_dump(exclude={"broker_port", "bootstrap_servers", "web_port"})
+            | {"max_batch_size": batch_size, "data_dir": work / f"worker-{batch_size}"}
+        )
+    )
     log = work / f"worker-{batch_size}.log"
     with Broker(settings, work):
         asyncio.run(ensure_topics(settings, topic_names(settings)))

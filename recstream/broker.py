@@ -33,8 +33,16 @@ class Broker(ChildProcess):
         ensure_port_free(self._port, "broker")
         url = f"tcp://127.0.0.1:{self._port}"
         proc = self._spawn(
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"]
+            [
+                binary,
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ]
         )
         deadline = time.monotonic() + ready_timeout_s
         while time.monotonic() < deadline:

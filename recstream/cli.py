@@ -34,8 +34,7 @@ def _settings_options(func: Any) -> Any:
     for name, field in Settings.model_fields.items():
         option = typer.Option(None, help=field.description or name.replace("_", " "), show_default=False)
         params.append(
-            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
-                              annotation=field.annotation | None)
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=field.annotation | None)
         )
     func.__signature__ = inspect.Signature(params)
     return func
@@ -45,7 +44,9 @@ def _settings_options(func: Any) -> Any:
 @_settings_options
 def main(ctx: typer.Context, **overrides: Any) -> None:
     logging.basicConfig(
-        level=logging.INFO, format="%(name)s: %(message)s", datefmt="%H:%M:%S",
+        level=logging.INFO,
+        format="%(name)s: %(message)s",
+        datefmt="%H:%M:%S",
         handlers=[RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)],
     )
     ctx.obj = Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -45,8 +45,12 @@ def spawn(name: str, argv: list[str], log_path: Path, env: dict[str, str] | None
     with log_path.open("ab") as log_file:
         try:
             proc = subprocess.Popen(
-                argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, start_new_session=True,
+                argv,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
             )
         except OSError as exc:
             raise StackError(f"{name}: cannot start {argv[0]}: {exc.strerror}") from None

@@ -19,18 +19,17 @@ logger = logging.getLogger(__name__)
 
 def events_in_time_order(dataset: Dataset, source: str) -> Iterator[InputEvent]:
     """Every event of every user, ordered by timestamp (ties by user order, then the user's own order)."""
-    rows = [
-        (float(ts), u, j)
-        for u, user in enumerate(dataset.users)
-        for j, ts in enumerate(user.timestamps)
-    ]
+    rows = [(float(ts), u, j) for u, user in enumerate(dataset.users) for j, ts in enumerate(user.timestamps)]
     rows.sort()
     for ts, u, j in rows:
         user = dataset.users[u]
         item_id = dataset.catalog.item_ids[user.items[j] - 1]
         yield InputEvent(
-            user_id=user.user_id, item_id=item_id, event_type=EVENT_TYPES[user.event_types[j] - 1],
-            timestamp=ts, event_id=f"{source}:{user.user_id}:{item_id}:{j}",
+            user_id=user.user_id,
+            item_id=item_id,
+            event_type=EVENT_TYPES[user.event_types[j] - 1],
+            timestamp=ts,
+            event_id=f"{source}:{user.user_id}:{item_id}:{j}",
         )
 
 
@@ -58,8 +57,6 @@ async def replay(settings: Settings, events: Iterator[InputEvent], rate: float, 
     return sent
 
 
-async def replay_movielens(
-    settings: Settings, rate: float, limit: int | None, cache_dir: Path | None = None
-) -> int:
+async def replay_movielens(settings: Settings, rate: float, limit: int | None, cache_dir: Path | None = None) -> int:
     dataset = await asyncio.to_thread(load_movielens, fetch_movielens(cache_dir) if cache_dir else None)
     return await replay(settings, events_in_time_order(dataset, "ml100k"), rate, limit)

@@ -55,8 +55,13 @@ def local_settings(**overrides: object) -> Settings:
     """Settings whose broker, Triton and worker ports are all free on this machine (tests, benchmarks)."""
     broker, http, grpc, metrics, web = free_ports(5)
     ports = {
-        "broker_port": broker, "bootstrap_servers": f"127.0.0.1:{broker}", "triton_http_port": http,
-        "triton_grpc_port": grpc, "triton_url": f"127.0.0.1:{grpc}", "triton_metrics_port": metrics, "web_port": web,
+        "broker_port": broker,
+        "bootstrap_servers": f"127.0.0.1:{broker}",
+        "triton_http_port": http,
+        "triton_grpc_port": grpc,
+        "triton_url": f"127.0.0.1:{grpc}",
+        "triton_metrics_port": metrics,
+        "web_port": web,
     }
     return Settings(**(ports | overrides))
 
@@ -105,9 +110,7 @@ def wait_healthy(
     raise StackError(f"worker: {url} not healthy after {timeout_s:.0f} s:\n{log_tail(log_path)}")
 
 
-def run_stack(
-    settings: Settings, *, replay: bool, rate: float, limit: int | None, duration_s: float | None
-) -> None:
+def run_stack(settings: Settings, *, replay: bool, rate: float, limit: int | None, duration_s: float | None) -> None:
     from recstream.replay import replay_movielens
     from recstream.watch import watch_outputs
 
@@ -117,8 +120,9 @@ def run_stack(
         try:
             asyncio.run(ensure_topics(settings, topic_names(settings)))
             triton.wait_ready()
-            worker = spawn("worker", [sys.executable, "-m", "recstream", "worker"], worker_log,
-                           env=settings_env(settings))
+            worker = spawn(
+                "worker", [sys.executable, "-m", "recstream", "worker"], worker_log, env=settings_env(settings)
+            )
             wait_healthy(settings, lambda: worker.poll() is None, worker_log)
             logger.info("stack ready: worker health on http://127.0.0.1:%d/health", settings.web_port)
 

@@ -20,8 +20,9 @@ def triton(stack_settings: Settings) -> Iterator[TritonServer]:
 
 
 @pytest.fixture(scope="session")
-def worker(broker: Broker, triton: TritonServer, stack_settings: Settings,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+def worker(
+    broker: Broker, triton: TritonServer, stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
     running = WorkerProcess(stack_settings, tmp_path_factory.mktemp("worker-log") / "worker.log")
     running.start()
     yield running

@@ -22,8 +22,9 @@ class WorkerProcess:
         self.settings, self.log_path, self.proc = settings, log_path, None
 
     def start(self) -> None:
-        self.proc = spawn("worker", [sys.executable, "-m", "recstream", "worker"], self.log_path,
-                          env=settings_env(self.settings))
+        self.proc = spawn(
+            "worker", [sys.executable, "-m", "recstream", "worker"], self.log_path, env=settings_env(self.settings)
+        )
         wait_healthy(self.settings, lambda: self.proc.poll() is None, self.log_path, timeout_s=180)
 
     def stop(self) -> None:
@@ -50,8 +51,10 @@ class OutputReader:
     async def read_until(self, done, timeout_s: float = 60.0) -> list[dict]:
         if self._consumer is None:
             self._consumer = AIOKafkaConsumer(
-                self.topic, bootstrap_servers=self.settings.bootstrap_servers,
-                auto_offset_reset="earliest", enable_auto_commit=False,
+                self.topic,
+                bootstrap_servers=self.settings.bootstrap_servers,
+                auto_offset_reset="earliest",
+                enable_auto_commit=False,
             )
             await self._consumer.start()
         deadline = time.monotonic() + timeout_s

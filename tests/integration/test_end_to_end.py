@@ -48,8 +48,13 @@ async def test_events_become_predictions_and_guidance(worker: WorkerProcess, sta
             ts: float | str = 1_700_000_000 + 60 * j
             if j == 1:
                 ts = "2023-11-14T22:14:20Z"  # ISO-8601 is accepted too (= 1_700_000_060)
-            records.append((s.topic_clicks if j % 2 else s.topic_views, key,
-                            event(user, item, ts, "click" if j % 2 else "view", event_id=event_id)))
+            records.append(
+                (
+                    s.topic_clicks if j % 2 else s.topic_views,
+                    key,
+                    event(user, item, ts, "click" if j % 2 else "view", event_id=event_id),
+                )
+            )
     # an event without event_id is named topic:partition:offset
     records.append((s.topic_views, users[0].encode(), event(users[0], "100", 1_700_000_500, "view")))
     landed = await produce(s, records)
@@ -132,18 +137,23 @@ async def test_bad_input_goes_to_dead_letters_and_the_worker_goes_on(
 async def test_restarted_worker_resumes_its_windows(worker: WorkerProcess, stack_settings: Settings) -> None:
     s = stack_settings
     user = f"rs-{uuid.uuid4().hex[:8]}"
-    first = [(s.topic_clicks, user.encode(), event(user, item, 1_700_000_000 + j, event_id=f"{user}-{j}"))
-             for j, item in enumerate(ITEMS[:3])]
+    first = [
+        (s.topic_clicks, user.encode(), event(user, item, 1_700_000_000 + j, event_id=f"{user}-{j}"))
+        for j, item in enumerate(ITEMS[:3])
+    ]
     await produce(s, first)
     predictions = OutputReader(s, s.topic_predictions)
     try:
         await predictions.read_until(lambda msgs: accounted(msgs, {f"{user}-{j}" for j in range(3)}))
         worker.stop()
         # sent while the worker is down, plus a repeated event id that must be dropped
-        await produce(s, [
-            (s.topic_clicks, user.encode(), event(user, ITEMS[3], 1_700_000_010, event_id=f"{user}-3")),
-            (s.topic_clicks, user.encode(), event(user, ITEMS[0], 1_700_000_000, event_id=f"{user}-0")),
-        ])
+        await produce(
+            s,
+            [
+                (s.topic_clicks, user.encode(), event(user, ITEMS[3], 1_700_000_010, event_id=f"{user}-3")),
+                (s.topic_clicks, user.encode(), event(user, ITEMS[0], 1_700_000_000, event_id=f"{user}-0")),
+            ],
+        )
         worker.start()
         await predictions.read_until(lambda msgs: accounted(msgs, {f"{user}-3"}), timeout_s=120)
     finally:

@@ -14,8 +14,9 @@ from stream.settings import Settings
 
 
 def recstream(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "recstream", *args], capture_output=True, text=True, timeout=60,
-                          env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "recstream", *args], capture_output=True, text=True, timeout=60, env=env
+    )
 
 
 def test_a_taken_port_is_one_error_line_not_a_traceback() -> None:

@@ -40,8 +40,12 @@ def test_replay_produces_keyed_valid_events_to_the_input_topics(broker: Broker, 
     assert sent == 4
 
     async def consume() -> list:
-        consumer = AIOKafkaConsumer(settings.topic_views, settings.topic_clicks,
-                                    bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest")
+        consumer = AIOKafkaConsumer(
+            settings.topic_views,
+            settings.topic_clicks,
+            bootstrap_servers=settings.bootstrap_servers,
+            auto_offset_reset="earliest",
+        )
         await consumer.start()
         try:
             got = []

@@ -35,8 +35,14 @@ def _processes_mentioning(text: str) -> list[str]:
 def test_up_runs_the_stack_and_sigterm_stops_every_part(tmp_path: Path) -> None:
     settings = local_settings(model_repository=ROOT / "model_repository", data_dir=tmp_path / "worker")
     env = settings_env(settings) | {"PYTHONPATH": str(ROOT)}  # runs in tmp_path: its var/ (logs) goes there
-    up = subprocess.Popen([sys.executable, "-m", "recstream", "up", "--no-replay"], cwd=tmp_path, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "recstream", "up", "--no-replay"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 240
         healthy = False

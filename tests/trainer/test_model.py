@@ -131,8 +131,9 @@ def test_ensemble_scores_are_the_mean_of_its_members_logits() -> None:
         )
         member_logits = []
         for m in members:
-            u, _ = m.encoder(m.item_table()[batch["items"]], batch["event_types"], batch["age_s"],
-                             batch["attention_mask"])
+            u, _ = m.encoder(
+                m.item_table()[batch["items"]], batch["event_types"], batch["age_s"], batch["attention_mask"]
+            )
             member_logits.append(u @ m.item_table()[1:].T)
         torch.testing.assert_close(user_vec @ table[1:].T, torch.stack(member_logits).mean(0), atol=1e-5, rtol=1e-5)
         # a text-only row (what add-items appends) is every member's new-item row side by side
