@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +75,27 @@ def target_ranks(scores: np.ndarray, targets: np.ndarray, seen: list[np.ndarray]
 
 def rank_metrics(ranks: np.ndarray, k: int = K) -> dict[str, float]:
     """HR@k, NDCG@k (one relevant item: 1 / log2(1 + rank)) and MRR@k from 1-based ranks."""
+    return {name: float(values.mean()) for name, values in per_case_metrics(ranks, k).items()}
+
+
+def per_case_metrics(ranks: np.ndarray, k: int = K) -> dict[str, np.ndarray]:
+    """Each case's HR@k, NDCG@k and MRR@k (their means are :func:`rank_metrics`)."""
     hit = ranks <= k
     return {
-        f"hr@{k}": float(hit.mean()),
-        f"ndcg@{k}": float(np.where(hit, 1 / np.log2(1 + ranks), 0).mean()),
-        f"mrr@{k}": float(np.where(hit, 1 / ranks, 0).mean()),
+        f"hr@{k}": hit.astype(float),
+        f"ndcg@{k}": np.where(hit, 1 / np.log2(1 + ranks), 0.0),
+        f"mrr@{k}": np.where(hit, 1 / ranks, 0.0),
     }
+
+
+def paired_ratio(ours: np.ndarray, theirs: np.ndarray, resamples: int = 10_000, seed: int = 0) -> dict[str, float]:
+    """mean(ours) / mean(theirs) over the same cases, with a paired bootstrap over cases: the median and the
+    central 95 % of the ratio when the cases are drawn again with replacement (both models keep their pairs)."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(len(ours), size=(resamples, len(ours)))  # [R, n]
+    ratios = ours[draws].mean(1) / theirs[draws].mean(1)  # [R]
+    low, median, high = np.percentile(ratios, [2.5, 50, 97.5])
+    return {"ratio": float(ours.mean() / theirs.mean()), "median": float(median), "ci95": [float(low), float(high)]}
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
@@ -231,6 +247,28 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 # --- a published version --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PublishedVersion:
+    """What a version folder serves, with ``dataset`` renumbered to its catalogue."""
+
+    report: dict[str, Any]  # its report.json
+    dataset: Dataset
+    withheld: np.ndarray  # bool [N]: items kept out of its training (cold-start evaluation)
+    table: np.ndarray  # item_embeddings.npy [N+1, H]
+    encoder: Encoder  # encoder.onnx through onnxruntime
+
+
+def load_version(version_dir: Path, dataset: Dataset) -> PublishedVersion:
+    report = orjson.loads((version_dir / REPORT_FILE).read_bytes())
+    items = orjson.loads((version_dir / ITEMS_FILE).read_bytes())
+    catalog = Catalog(items["item_ids"], items["titles"], texts=items["item_ids"])  # texts are not needed here
+    withheld = np.isin(catalog.item_ids, report["data"]["withheld_items"])
+    table = np.load(version_dir / EMBEDDINGS_FILE)
+    return PublishedVersion(
+        report, with_catalog(dataset, catalog), withheld, table, onnx_encoder(version_dir / ENCODER_FILE)
+    )
+
+
 def evaluate_version(
     version_dir: Path, dataset: Dataset, faithfulness_users: int = 0, split: int = TEST
 ) -> dict[str, Any]:
@@ -238,17 +276,12 @@ def evaluate_version(
     (or validation) split, with the withheld (cold) items and window length recorded in its report.json. A
     version trained on every item has no cold items of its own: its test ``cold_hr@10`` is the companion
     model's, recorded in report.json's ``cold_start`` section at training time (``cold_hr@10_source`` says so)."""
-    report = orjson.loads((version_dir / REPORT_FILE).read_bytes())
-    items = orjson.loads((version_dir / ITEMS_FILE).read_bytes())
-    catalog = Catalog(items["item_ids"], items["titles"], texts=items["item_ids"])  # texts are not needed here
-    dataset = with_catalog(dataset, catalog)
-    withheld = np.isin(catalog.item_ids, report["data"]["withheld_items"])
-    table = np.load(version_dir / EMBEDDINGS_FILE)
-    encoder = onnx_encoder(version_dir / ENCODER_FILE)
+    version = load_version(version_dir, dataset)
+    report, withheld = version.report, version.withheld
     metrics = evaluate(
-        encoder,
-        table,
-        dataset,
+        version.encoder,
+        version.table,
+        version.dataset,
         withheld,
         report["config"]["max_len"],
         faithfulness_users=faithfulness_users,

@@ -50,6 +50,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="results JSON (default <work-dir>/results.json)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 leaves a core to others)")
     p.add_argument("--seed", type=int, default=2020)
+    p.add_argument(
+        "--checkpoint", type=Path, default=None, help="re-score this saved SASRec checkpoint instead of training one"
+    )
     args, unknown = p.parse_known_args()
     if unknown:
         p.error(f"unknown options {unknown} (use '--key value', not '--key=value')")
@@ -155,8 +158,8 @@ class EpochLogTrainer(Trainer):
         return score, result
 
 
-def rank_metrics(scores: torch.Tensor, targets: torch.Tensor, exclude: list[list[int]] | None) -> np.ndarray:
-    """HR, NDCG, MRR @K per row; padding (id 0) and, if given, each row's ``exclude`` ids score -inf.
+def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: list[list[int]] | None) -> torch.Tensor:
+    """Each row's 1-based target rank; padding (id 0) and, if given, each row's ``exclude`` ids score -inf.
     Rank = 1 + #items scoring higher + #items tied with a lower id (deterministic tie break)."""
     scores = scores.clone().double()
     scores[:, 0] = -torch.inf
@@ -165,8 +168,12 @@ def rank_metrics(scores: torch.Tensor, targets: torch.Tensor, exclude: list[list
             scores[r, ids] = -torch.inf
     target_scores = scores.gather(1, targets[:, None])
     ids = torch.arange(scores.shape[1])[None, :]
-    rank = 1 + (scores > target_scores).sum(1) + ((scores == target_scores) & (ids < targets[:, None])).sum(1)
-    rank = rank.double()
+    return 1 + (scores > target_scores).sum(1) + ((scores == target_scores) & (ids < targets[:, None])).sum(1)
+
+
+def rank_metrics(ranks: torch.Tensor) -> np.ndarray:
+    """[rows, 3]: HR, NDCG, MRR @K of each row's target rank."""
+    rank = ranks.double()
     hit = rank <= K
     return torch.stack([hit.double(), hit / torch.log2(rank + 1), hit / rank], 1).numpy()
 
@@ -184,6 +191,7 @@ def main() -> None:
     args = parse_args()
     work_dir = args.work_dir.resolve()
     out = (args.out or work_dir / "results.json").resolve()
+    checkpoint_file = args.checkpoint.resolve() if args.checkpoint else None  # before the chdir below
     handler = logging.StreamHandler(sys.stdout)
     handler.addFilter(RemoveColorFilter())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", handlers=[handler])
@@ -224,9 +232,20 @@ def main() -> None:
     torch.autograd.set_detect_anomaly(False)  # importing RecBole's sine.py turns it on (backward ~2x slower)
     assert get_trainer(config["MODEL_TYPE"], config["model"]) is Trainer
     trainer = EpochLogTrainer(config, model)
-    start = time.perf_counter()
-    best_valid_score, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
-    fit_s = time.perf_counter() - start
+    if checkpoint_file:
+        trainer.saved_model_file = str(checkpoint_file)
+        fit: dict[str, Any] = {"rescored_checkpoint": trainer.saved_model_file}
+    else:
+        start = time.perf_counter()
+        best_valid_score, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+        fit = {
+            "epochs_run": len(trainer.epoch_log),
+            "best_valid_mrr@10": round(float(best_valid_score), 4),
+            "best_valid": {k: round(float(v), 4) for k, v in best_valid.items()},
+            "fit_s": round(time.perf_counter() - start, 1),
+            "epoch_s_mean": round(float(np.mean([e["train_s"] + e["valid_s"] for e in trainer.epoch_log])), 1),
+            "epochs": trainer.epoch_log,
+        }
 
     checkpoint = torch.load(trainer.saved_model_file, map_location="cpu", weights_only=False)
     model.load_state_dict(checkpoint["state_dict"])
@@ -240,7 +259,8 @@ def main() -> None:
     model.eval()
     with torch.no_grad():
         scores = torch.cat([model.full_sort_predict(inter[i : i + 256]) for i in range(0, len(inter), 256)])
-    ours = {"all": rank_metrics(scores, targets, None), "excl": rank_metrics(scores, targets, earlier)}
+    ranks = {"all": target_ranks(scores, targets, None), "excl": target_ranks(scores, targets, earlier)}
+    ours = {name: rank_metrics(r) for name, r in ranks.items()}
 
     counts = Counter(i for s in seqs.values() for i in s[:-2])  # train interactions only
     pop = torch.zeros(dataset.item_num)
@@ -248,8 +268,8 @@ def main() -> None:
         pop[dataset.token2id(iid_f, token)] = c
     pop_scores = pop[None, :].expand(len(targets), -1)
     pop_res = {
-        "all": rank_metrics(pop_scores, targets, None),
-        "excl": rank_metrics(pop_scores, targets, earlier),
+        "all": rank_metrics(target_ranks(pop_scores, targets, None)),
+        "excl": rank_metrics(target_ranks(pop_scores, targets, earlier)),
     }
 
     results = {
@@ -266,13 +286,8 @@ def main() -> None:
             },
         },
         "config": {"epochs_cap": args.epochs, "patience": args.patience, "seed": args.seed},
-        "epochs_run": len(trainer.epoch_log),
         "best_epoch": int(checkpoint["epoch"]),
-        "best_valid_mrr@10": round(float(best_valid_score), 4),
-        "best_valid": {k: round(float(v), 4) for k, v in best_valid.items()},
-        "fit_s": round(fit_s, 1),
-        "epoch_s_mean": round(float(np.mean([e["train_s"] + e["valid_s"] for e in trainer.epoch_log])), 1),
-        "epochs": trainer.epoch_log,
+        **fit,
         "test": {
             "sasrec_recbole": {k: round(float(v), 4) for k, v in recbole_test.items()},
             "sasrec": summarize(ours["all"]),
@@ -281,6 +296,8 @@ def main() -> None:
             "pop_excluding_earlier": summarize(pop_res["excl"]),
         },
         "checkpoint": trainer.saved_model_file,
+        # per test user: SASRec's target rank [not excluding, excluding earlier items] (paired comparisons)
+        "test_ranks": {u: [int(a), int(e)] for u, a, e in zip(test_users, ranks["all"], ranks["excl"], strict=True)},
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
