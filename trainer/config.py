@@ -45,7 +45,8 @@ class TrainConfig:
     """step between the starts of consecutive training windows over a long train sequence."""
     cold_share: float = 0.0
     """share of items withheld from training (their train events removed) to measure cold start; the
-    published model uses 0 (every item), a companion run with 0.05 measures cold start (``--cold-report``)."""
+    published model uses 0 (every item), a companion run with 0.2 measures cold start (``--cold-report``): ~170
+    of the 943 test targets are then withheld items, enough to tell a cold-start hit rate from chance."""
     seed: int = 2020
     """seeds the cold-item draw, the parameter init and the batch order."""
     threads: int = 2
