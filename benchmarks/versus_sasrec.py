@@ -1,6 +1,6 @@
 """A published version against RecBole SASRec, user by user on the same test split, with a paired bootstrap.
 
-    python -m benchmarks.versus_sasrec model_repository/recstream/2 .cache/recstream/recbole/results.json
+    python -m benchmarks.versus_sasrec model_repository/recstream/3 .cache/recstream/recbole/results.json
 
 The SASRec file is what ``benchmarks/recbole/sasrec.py`` writes (its ``test_ranks``: each test user's target
 rank, without and with earlier items excluded). The version's ranks come from its served files
