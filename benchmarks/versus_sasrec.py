@@ -20,10 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from trainer.data import TEST, load_movielens
-from trainer.evaluate import encode_all, load_version, paired_ratio, per_case_metrics, target_ranks
+from trainer.evaluate import case_ranks, encode_all, load_version, paired_ratio, per_case_metrics
 from trainer.sequences import eval_cases
-
-logger = logging.getLogger("benchmarks.versus_sasrec")
 
 
 def version_ranks(version_dir: Path) -> dict[str, tuple[int, int]]:
@@ -31,8 +29,7 @@ def version_ranks(version_dir: Path) -> dict[str, tuple[int, int]]:
     version = load_version(version_dir, load_movielens())
     cases = eval_cases(version.dataset, TEST, version.report["config"]["max_len"])
     user_vec, _ = encode_all(version.encoder, version.table, cases.arrays)
-    scores, targets = user_vec @ version.table[1:].T, cases.arrays["target_items"]
-    ranks = zip(target_ranks(scores, targets), target_ranks(scores, targets, cases.seen), strict=True)
+    ranks = zip(*case_ranks(user_vec @ version.table[1:].T, cases), strict=True)
     return dict(zip(cases.user_ids, ranks, strict=True))
 
 

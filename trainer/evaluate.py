@@ -137,13 +137,18 @@ def popularity(dataset: Dataset, withheld: np.ndarray) -> np.ndarray:
     return counts - np.arange(len(counts)) / (2 * len(counts))
 
 
+def case_ranks(scores: np.ndarray, cases: EvalCases) -> tuple[np.ndarray, np.ndarray]:
+    """Each case's target rank [B]: earlier items not excluded (``_all``), and excluded (as served)."""
+    targets = cases.arrays["target_items"]
+    return target_ranks(scores, targets), target_ranks(scores, targets, cases.seen)
+
+
 def ranking_report(scores: np.ndarray, cases: EvalCases, withheld: np.ndarray, prefix: str = "") -> dict[str, float]:
     """HR/NDCG/MRR@10 with earlier items excluded, the same without (``_all``), and cold HR@10."""
-    targets = cases.arrays["target_items"]
-    served = target_ranks(scores, targets, cases.seen)
+    ranks_all, served = case_ranks(scores, cases)
     report = {prefix + k: v for k, v in rank_metrics(served).items()}
-    report |= {f"{prefix}{k}_all": v for k, v in rank_metrics(target_ranks(scores, targets)).items()}
-    cold = withheld[targets - 1]
+    report |= {f"{prefix}{k}_all": v for k, v in rank_metrics(ranks_all).items()}
+    cold = withheld[cases.arrays["target_items"] - 1]
     report[f"{prefix}cold_hr@{K}"] = float((served[cold] <= K).mean()) if cold.any() else float("nan")
     return report
 
@@ -258,14 +263,14 @@ class PublishedVersion:
     encoder: Encoder  # encoder.onnx through onnxruntime
 
 
-def load_version(version_dir: Path, dataset: Dataset) -> PublishedVersion:
+def load_version(version_dir: Path, dataset: Dataset, threads: int = 2) -> PublishedVersion:
     report = orjson.loads((version_dir / REPORT_FILE).read_bytes())
     items = orjson.loads((version_dir / ITEMS_FILE).read_bytes())
     catalog = Catalog(items["item_ids"], items["titles"], texts=items["item_ids"])  # texts are not needed here
     withheld = np.isin(catalog.item_ids, report["data"]["withheld_items"])
     table = np.load(version_dir / EMBEDDINGS_FILE)
     return PublishedVersion(
-        report, with_catalog(dataset, catalog), withheld, table, onnx_encoder(version_dir / ENCODER_FILE)
+        report, with_catalog(dataset, catalog), withheld, table, onnx_encoder(version_dir / ENCODER_FILE, threads)
     )
 
 

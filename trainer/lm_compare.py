@@ -32,9 +32,9 @@ from safetensors.numpy import load_file
 from torch import nn
 from torch.nn import functional as F
 
-from trainer.data import TEST, TRAIN, Catalog, Dataset, load_movielens, with_catalog
-from trainer.evaluate import encode_all, onnx_encoder, rank_metrics, target_ranks
-from trainer.publish import EMBEDDINGS_FILE, ENCODER_FILE, ITEMS_FILE, REPORT_FILE, TEXT_ADAPTER_FILE
+from trainer.data import TEST, TRAIN, Dataset, load_movielens
+from trainer.evaluate import encode_all, load_version, rank_metrics, target_ranks
+from trainer.publish import TEXT_ADAPTER_FILE
 from trainer.sequences import EvalCases, eval_cases, window_arrays
 from trainer.text import MAX_TOKENS, text_model_path
 
@@ -120,13 +120,11 @@ def text_only_report(
 
 def run(version_dir: Path, steps: int, batch_size: int, negatives: int, per_user: int) -> dict[str, Any]:
     torch.set_num_threads(1)
-    report = orjson.loads((version_dir / REPORT_FILE).read_bytes())
-    items = orjson.loads((version_dir / ITEMS_FILE).read_bytes())
     movielens = load_movielens()  # the experiment is for a version trained on MovieLens
-    dataset = with_catalog(movielens, Catalog(items["item_ids"], items["titles"], items["item_ids"]))
+    version = load_version(version_dir, movielens, threads=1)
+    report, dataset, withheld = version.report, version.dataset, version.withheld
+    table, encoder = version.table, version.encoder
     texts = movielens.catalog.texts  # same item order as the version's catalogue
-    withheld = np.isin(items["item_ids"], report["data"]["withheld_items"])
-    table, encoder = np.load(version_dir / EMBEDDINGS_FILE), onnx_encoder(version_dir / ENCODER_FILE, threads=1)
     max_len, seed = report["config"]["max_len"], report["config"]["seed"]
     prefixes = train_prefixes(dataset, withheld, max_len, per_user, seed)
     user_vecs = torch.from_numpy(encode_all(encoder, table, prefixes)[0])  # [P, H]
@@ -147,9 +145,7 @@ def run(version_dir: Path, steps: int, batch_size: int, negatives: int, per_user
         started = time.monotonic()
         for step in range(steps):
             rows = torch.randint(len(targets), (batch_size,), generator=rng)
-            pool = torch.unique(
-                torch.cat([targets[rows], torch.randint(len(items["item_ids"]), (negatives,), generator=rng)])
-            )
+            pool = torch.unique(torch.cat([targets[rows], torch.randint(len(withheld), (negatives,), generator=rng)]))
             pool = pool[~torch.from_numpy(withheld)[pool]]  # withheld items are never trained on
             logits = user_vecs[rows] @ tower(pool).T  # [b, |pool|]
             loss = F.cross_entropy(logits, torch.searchsorted(pool, targets[rows]))
