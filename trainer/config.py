@@ -43,6 +43,10 @@ class TrainConfig:
     weights: it smooths the step-to-step noise that makes single checkpoints' validation scores jump."""
     window_stride: int = 5
     """step between the starts of consecutive training windows over a long train sequence."""
+    shuffle_ties: bool = True
+    """in every epoch, put each user's train events that share a timestamp in a new random order: their order in
+    the log is arbitrary (MovieLens-100K stores ratings per second, and 76 % of its events share their second with
+    another event of the same user), so the model should not learn it."""
     cold_share: float = 0.0
     """share of items withheld from training (their train events removed) to measure cold start; the
     published model uses 0 (every item), a companion run with 0.2 measures cold start (``--cold-report``): ~170

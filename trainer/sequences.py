@@ -38,14 +38,19 @@ def window_arrays(items: list[np.ndarray], types: list[np.ndarray], times: list[
     }
 
 
-def training_windows(dataset: Dataset, withheld: np.ndarray, max_len: int, stride: int) -> Arrays:
+def training_windows(
+    dataset: Dataset, withheld: np.ndarray, max_len: int, stride: int, rng: np.random.Generator | None = None
+) -> Arrays:
     """Sliding windows over each user's train events (withheld items' events removed): the input is events
     ``s..s+L-1``, the targets ``next_items``/``next_types`` the events one step later. Windows overlap by
     ``max_len - stride`` events; only the first window of a user keeps targets in the overlap, so every train
-    event is a target exactly once."""
+    event is a target exactly once. With ``rng``, events with the same timestamp are put in a random order
+    (else they keep their file order, which says nothing about the order they happened in)."""
     items, types, times, next_items, next_types = [], [], [], [], []
     for user in dataset.users:
-        keep = (user.split == TRAIN) & ~withheld[user.items - 1]
+        (keep,) = np.nonzero((user.split == TRAIN) & ~withheld[user.items - 1])
+        if rng is not None:
+            keep = keep[np.lexsort((rng.random(len(keep)), user.timestamps[keep]))]
         seq_items, seq_types, seq_times = user.items[keep], user.event_types[keep], user.timestamps[keep]
         n_inputs = len(seq_items) - 1
         if n_inputs < 1:

@@ -88,6 +88,7 @@ def train(dataset: Dataset, cfg: TrainConfig, cache_dir: Path, member: int = 0) 
     seed_everything(cfg.seed + member)
     num_items = len(dataset.catalog)
     withheld = draw_withheld(num_items, cfg.cold_share, cfg.seed)
+    rng = np.random.default_rng(cfg.seed + member)
     windows = training_windows(dataset, withheld, cfg.max_len, cfg.window_stride)
     has_id = np.zeros(num_items, dtype=bool)
     for user in dataset.users:
@@ -110,13 +111,14 @@ def train(dataset: Dataset, cfg: TrainConfig, cache_dir: Path, member: int = 0) 
     )
     averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay)) if cfg.ema_decay else None
     checked = averaged.module if averaged else model  # the weights that are validated and kept
-    rng = np.random.default_rng(cfg.seed + member)
     best_score, best_epoch, best_state = -1.0, 0, copy.deepcopy(checked.state_dict())
     history = []
     epoch = 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         total, steps = 0.0, 0
+        if cfg.shuffle_ties:  # the same windows (they depend on event counts only), ties in a new order
+            windows = training_windows(dataset, withheld, cfg.max_len, cfg.window_stride, rng)
         order = rng.permutation(n_windows)
         progress = tqdm(
             tensor_batches(windows, cfg.batch_size, order),

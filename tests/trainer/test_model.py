@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from trainer.config import TrainConfig
+from trainer.data import Catalog, build_dataset
 from trainer.modeling import Ensemble, RecModel
 from trainer.sequences import training_windows
 
@@ -80,6 +81,25 @@ def test_training_windows_target_every_train_event_once(tiny_dataset) -> None:
     inputs, nexts = windows["items"], windows["next_items"]
     inner = (nexts[:, :-1] > 0) & (inputs[:, 1:] > 0)
     assert (nexts[:, :-1][inner] == inputs[:, 1:][inner]).all()
+
+
+def test_training_windows_shuffle_only_events_that_share_a_timestamp() -> None:
+    names = [f"i{i}" for i in range(9)]
+    times = [0, 10, 10, 10, 10, 20, 20, 30, 40]  # events 1-4 and 5-6 are ties; 7 and 8 are validation and test
+    dataset = build_dataset(["u"] * 9, names, ["view"] * 9, times, Catalog(names, names, names))
+    no_withheld = np.zeros(9, dtype=bool)
+    file_order = training_windows(dataset, no_withheld, max_len=10, stride=5)
+    assert file_order["items"][0, -6:].tolist() == [1, 2, 3, 4, 5, 6]  # inputs: the 7 train events but the last
+    orders = set()
+    for seed in range(20):
+        windows = training_windows(dataset, no_withheld, max_len=10, stride=5, rng=np.random.default_rng(seed))
+        inputs, targets = windows["items"][0, -6:].tolist(), windows["next_items"][0, -6:].tolist()
+        assert targets[:-1] == inputs[1:]  # the targets follow the new order
+        events = inputs + targets[-1:]
+        assert events[0] == 1 and sorted(events[1:5]) == [2, 3, 4, 5] and sorted(events[5:]) == [6, 7]
+        assert windows["age_s"][0].tolist() == file_order["age_s"][0].tolist()
+        orders.add(tuple(events))
+    assert len(orders) > 10  # 4! * 2! = 48 orders are possible
 
 
 def test_item_table_id_dropout_only_in_training() -> None:
