@@ -1,12 +1,16 @@
-"""A published version against RecBole SASRec, user by user on the same test split, with a paired bootstrap.
+"""A published version against RecBole SASRec runs (or another version), user by user on the same test split,
+with a paired bootstrap.
 
-    python -m benchmarks.versus_sasrec model_repository/recstream/3 .cache/recstream/recbole/results.json
+    python -m benchmarks.versus_sasrec model_repository/recstream/4 \\
+        .cache/recstream/recbole/{rescored,results-seed2021,results-seed2022}.json
+    python -m benchmarks.versus_sasrec model_repository/recstream/4 model_repository/recstream/3
 
-The SASRec file is what ``benchmarks/recbole/sasrec.py`` writes (its ``test_ranks``: each test user's target
-rank, without and with earlier items excluded). The version's ranks come from its served files
-(``encoder.onnx`` + ``item_embeddings.npy``), as ``recstream evaluate`` computes them. For each metric the
-ratio ours / SASRec and its 95 % paired-bootstrap interval over the 943 test users are printed as JSON: the
-interval shows how much of a difference the test set can resolve (it does not include training noise).
+Each baseline is a JSON file that ``benchmarks/recbole/sasrec.py`` writes (its ``test_ranks``: each test user's
+target rank, without and with earlier items excluded) or a published version's folder. A version's ranks come
+from its served files (``encoder.onnx`` + ``item_embeddings.npy``), as ``recstream evaluate`` computes them. For
+each baseline and metric, the ratio ours / baseline and its 95 % paired-bootstrap interval over the 943 test users
+are printed as JSON; with several baselines (e.g. SASRec's seeds), also the ratio to their mean. The interval
+shows how much of a difference the test set can resolve (it does not include training noise).
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ from trainer.data import TEST, load_movielens
 from trainer.evaluate import case_ranks, encode_all, load_version, paired_ratio, per_case_metrics
 from trainer.sequences import eval_cases
 
+Ranks = dict[str, tuple[int, int]]  # test user -> target rank (not excluding, excluding earlier items)
 
-def version_ranks(version_dir: Path) -> dict[str, tuple[int, int]]:
-    """Each test user's target rank from the version's served files: (not excluding, excluding earlier items)."""
+
+def version_ranks(version_dir: Path) -> Ranks:
+    """Each test user's target rank from the version's served files."""
     version = load_version(version_dir, load_movielens())
     cases = eval_cases(version.dataset, TEST, version.report["config"]["max_len"])
     user_vec, _ = encode_all(version.encoder, version.table, cases.arrays)
@@ -33,19 +39,35 @@ def version_ranks(version_dir: Path) -> dict[str, tuple[int, int]]:
     return dict(zip(cases.user_ids, ranks, strict=True))
 
 
-def compare(ours: dict[str, tuple[int, int]], theirs: dict[str, list[int]], resamples: int) -> dict[str, object]:
-    if ours.keys() != theirs.keys():
-        raise ValueError(f"different test users: {len(ours.keys() ^ theirs.keys())} not in both")
+def baseline_ranks(path: Path) -> Ranks:
+    """A published version's folder, or the results JSON of ``benchmarks/recbole/sasrec.py``."""
+    if path.is_dir():
+        return version_ranks(path)
+    return {user: tuple(ranks) for user, ranks in json.loads(path.read_text(encoding="utf-8"))["test_ranks"].items()}
+
+
+def compare(ours: Ranks, baselines: dict[str, Ranks], resamples: int) -> dict[str, object]:
+    """Per baseline (and their mean, if several) and metric: both means, the ratio and its paired interval."""
+    for name, theirs in baselines.items():
+        if ours.keys() != theirs.keys():
+            raise ValueError(f"{name}: different test users, {len(ours.keys() ^ theirs.keys())} not in both")
     users = sorted(ours)
     report: dict[str, object] = {"users": len(users), "resamples": resamples}
     for column, suffix in ((0, "_all"), (1, "")):
         mine = per_case_metrics(np.array([ours[u][column] for u in users]))
-        sasrec = per_case_metrics(np.array([theirs[u][column] for u in users]))
-        for name in mine:
-            report[name + suffix] = {
-                "ours": float(mine[name].mean()),
-                "sasrec": float(sasrec[name].mean()),
-                **paired_ratio(mine[name], sasrec[name], resamples),
+        theirs = {
+            name: per_case_metrics(np.array([ranks[u][column] for u in users])) for name, ranks in baselines.items()
+        }
+        if len(theirs) > 1:
+            theirs["mean of the baselines"] = {m: np.mean([t[m] for t in theirs.values()], axis=0) for m in mine}
+        for metric in mine:
+            report[metric + suffix] = {
+                name: {
+                    "ours": float(mine[metric].mean()),
+                    "theirs": float(t[metric].mean()),
+                    **paired_ratio(mine[metric], t[metric], resamples),
+                }
+                for name, t in theirs.items()
             }
     return report
 
@@ -53,12 +75,12 @@ def compare(ours: dict[str, tuple[int, int]], theirs: dict[str, list[int]], resa
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("version_dir", type=Path)
-    p.add_argument("sasrec_results", type=Path, help="JSON written by benchmarks/recbole/sasrec.py")
+    p.add_argument("baselines", type=Path, nargs="+", help="sasrec.py results JSON files or version folders")
     p.add_argument("--resamples", type=int, default=10_000)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    theirs = json.loads(args.sasrec_results.read_text(encoding="utf-8"))["test_ranks"]
-    report = compare(version_ranks(args.version_dir), theirs, args.resamples)
+    baselines = {str(path): baseline_ranks(path) for path in args.baselines}
+    report = compare(version_ranks(args.version_dir), baselines, args.resamples)
     sys.stdout.write(json.dumps({"version": args.version_dir.name, **report}, indent=2) + "\n")
 
 
