@@ -128,15 +128,34 @@ def train_report(
     return model, report
 
 
-def cold_start_section(withheld_run: dict[str, Any]) -> dict[str, Any]:
-    """Cold-start metrics of a companion run that withheld items (same data and split)."""
-    metrics = withheld_run["metrics"]
+def cold_start_section(companions: list[dict[str, Any]]) -> dict[str, Any]:
+    """Cold-start metrics of companion runs that withheld items (same data and split), pooled over their cold
+    test cases: each companion draws other items (its seed), so pooling several gives more cases and does not
+    hang on one draw's few cold titles."""
+    shares = {run["config"]["cold_share"] for run in companions}
+    if len(shares) != 1:
+        raise typer.BadParameter(f"companion runs withhold different shares of items: {sorted(shares)}")
+    cases = [run["metrics"]["cold_cases"] for run in companions]
+    if not all(cases):
+        raise typer.BadParameter("a companion run has no cold test cases (cold_share=0?)")
+    hits = {
+        key: sum(round(run["metrics"][key] * n) for run, n in zip(companions, cases, strict=True))
+        for key in ("cold_hr@10", "pop_cold_hr@10")
+    }
     return {
-        "note": "measured on a companion model trained with these items withheld; this model saw every item",
-        "cold_share": withheld_run["config"]["cold_share"],
-        "withheld_items": withheld_run["data"]["withheld_items"],
-        "config": withheld_run["config"],
-        "metrics": {k: metrics[k] for k in METRIC_KEYS} | {"cold_cases": metrics["cold_cases"]},
+        "note": "measured on companion models trained with these items withheld; this model saw every item",
+        "cold_share": shares.pop(),
+        "metrics": {key: hit / sum(cases) for key, hit in hits.items()}
+        | {"cold_cases": sum(cases), "cold_hits@10": hits["cold_hr@10"]},
+        "companions": [
+            {
+                "seed": run["config"]["seed"],
+                "withheld_items": run["data"]["withheld_items"],
+                "config": run["config"],
+                "metrics": {k: run["metrics"][k] for k in METRIC_KEYS} | {"cold_cases": n},
+            }
+            for run, n in zip(companions, cases, strict=True)
+        ],
     }
 
 
@@ -161,16 +180,17 @@ def train_command(
     report_path: Annotated[Path | None, typer.Option("--report", help="Also write report.json here.")] = None,
     faithfulness_users: Annotated[int, typer.Option(help="Test users for the attribution check.")] = 300,
     cold_report: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Option(
             dir_okay=False,
-            help="report.json of a run with items withheld (cold_share > 0): its cold-start metrics are "
-            "attached, for a model trained on every item (cold_share=0). Read after training, so the "
-            "companion run may still be going when this one starts.",
+            help="report.json of a run with items withheld (cold_share > 0); repeat it for several such runs "
+            "(other seeds draw other items): their cold-start metrics, pooled, are attached, for a model "
+            "trained on every item (cold_share=0). Read after training, so the companion runs may still be "
+            "going when this one starts.",
         ),
     ] = None,
     cold_report_wait_s: Annotated[
-        float, typer.Option(help="How long to wait for --cold-report to appear once training is done.")
+        float, typer.Option(help="How long to wait for each --cold-report to appear once training is done.")
     ] = 3600.0,
     triton_url: TritonUrl = None,
 ) -> None:
@@ -182,8 +202,9 @@ def train_command(
     dataset = load_data(events, items)
     model, report = train_report(dataset, cfg, events, items, faithfulness_users)
     if cold_report:
-        wait_for_file(cold_report, cold_report_wait_s)
-        report["cold_start"] = cold_start_section(orjson.loads(cold_report.read_bytes()))
+        for path in cold_report:
+            wait_for_file(path, cold_report_wait_s)
+        report["cold_start"] = cold_start_section([orjson.loads(path.read_bytes()) for path in cold_report])
     if report_path:
         report_path.parent.mkdir(parents=True, exist_ok=True)
         write_report(report_path, report)

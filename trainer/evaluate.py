@@ -296,5 +296,7 @@ def evaluate_version(
     if split == TEST and not withheld.any() and "cold_start" in report:
         cold = report["cold_start"]
         metrics[f"cold_hr@{K}"] = cold["metrics"][f"cold_hr@{K}"]
-        metrics[f"cold_hr@{K}_source"] = f"companion model, {cold['cold_share']:.0%} of items withheld"
+        metrics[f"cold_hr@{K}_source"] = (
+            f"companion models, {cold['cold_share']:.0%} of items withheld, {cold['metrics']['cold_cases']} cold cases"
+        )
     return metrics
