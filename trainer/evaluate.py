@@ -279,8 +279,9 @@ def evaluate_version(
 ) -> dict[str, Any]:
     """Evaluate the served artifacts of a version folder (encoder.onnx + item_embeddings.npy) on the test
     (or validation) split, with the withheld (cold) items and window length recorded in its report.json. A
-    version trained on every item has no cold items of its own: its test ``cold_hr@10`` is the companion
-    model's, recorded in report.json's ``cold_start`` section at training time (``cold_hr@10_source`` says so)."""
+    version trained on every item has no cold items of its own: its test ``cold_hr@10`` and the popularity
+    baseline's are the companion models', recorded in report.json's ``cold_start`` section at training time
+    (``cold_hr@10_source`` says so)."""
     version = load_version(version_dir, dataset)
     report, withheld = version.report, version.withheld
     metrics = evaluate(
@@ -295,7 +296,8 @@ def evaluate_version(
     )
     if split == TEST and not withheld.any() and "cold_start" in report:
         cold = report["cold_start"]
-        metrics[f"cold_hr@{K}"] = cold["metrics"][f"cold_hr@{K}"]
+        for key in (f"cold_hr@{K}", f"pop_cold_hr@{K}"):
+            metrics[key] = cold["metrics"][key]
         metrics[f"cold_hr@{K}_source"] = (
             f"companion models, {cold['cold_share']:.0%} of items withheld, {cold['metrics']['cold_cases']} cold cases"
         )

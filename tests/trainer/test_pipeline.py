@@ -4,6 +4,7 @@ add items."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 from recstream.cli import app as recstream_app
 from tests.trainer.conftest import TINY, fake_embed_texts
 from trainer.catalog import add_items
+from trainer.cli import cold_start_section
 from trainer.data import TEST, VALID, Catalog
 from trainer.evaluate import evaluate_version, onnx_encoder
 from trainer.export import export_version
@@ -79,6 +81,23 @@ def test_evaluating_the_published_version_reproduces_the_report(repository: Path
     served = evaluate_version(repository / "recstream" / "1", trained.dataset)
     for key in METRICS:
         assert served[key] == pytest.approx(trained.report["metrics"][key], abs=1e-6, nan_ok=True)
+
+
+def test_a_version_trained_on_every_item_reports_its_companions_cold_start(
+    repository: Path, trained, tmp_path: Path
+) -> None:
+    version = tmp_path / "every-item"
+    shutil.copytree(repository / "recstream" / "1", version, symlinks=True)
+    report = orjson.loads((version / "report.json").read_bytes())
+    report["data"]["withheld_items"] = []
+    report["cold_start"] = cold_start_section([trained.report])
+    (version / "report.json").write_bytes(orjson.dumps(report))
+    served = evaluate_version(version, trained.dataset)
+    assert served["cold_cases"] == 0  # nothing is cold for this version itself
+    assert served["cold_hr@10"] == trained.report["metrics"]["cold_hr@10"]
+    assert served["pop_cold_hr@10"] == trained.report["metrics"]["pop_cold_hr@10"]
+    cases = trained.report["metrics"]["cold_cases"]
+    assert served["cold_hr@10_source"] == f"companion models, 10% of items withheld, {cases} cold cases"
 
 
 def test_publish_takes_the_next_number_and_never_overwrites(tmp_path: Path) -> None:
