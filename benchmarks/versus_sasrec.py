@@ -3,7 +3,7 @@ with a paired bootstrap.
 
     python -m benchmarks.versus_sasrec model_repository/recstream/4 \\
         .cache/recstream/recbole/{rescored,results-seed2021,results-seed2022}.json
-    python -m benchmarks.versus_sasrec model_repository/recstream/4 model_repository/recstream/3
+    python -m benchmarks.versus_sasrec model_repository/recstream/5 model_repository/recstream/4  # new vs last
 
 Each baseline is a JSON file that ``benchmarks/recbole/sasrec.py`` writes (its ``test_ranks``: each test user's
 target rank, without and with earlier items excluded) or a published version's folder. A version's ranks come

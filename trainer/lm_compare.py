@@ -12,7 +12,7 @@ to rank each prefix's next item first among the text-only vectors of that item a
 Same steps, batches, negatives and optimiser; both are evaluated by full ranking on the test split with every
 item scored by text only (``text_*``), and with only the withheld items replaced (``cold_hr@10``).
 
-    python -m trainer.lm_compare model_repository/recstream/3 --steps 60
+    python -m trainer.lm_compare model_repository/recstream/4 --steps 60
 """
 
 from __future__ import annotations
