@@ -230,7 +230,7 @@ def version_dir(repository: Path, version: str) -> Path:
 
 @app.command("evaluate")
 def evaluate_command(
-    version: Annotated[str, typer.Argument(help="Version number or 'latest'.")] = "latest",
+    version: Annotated[str, typer.Option(help="Version number or 'latest'.")] = "latest",
     repository: Repository = Path("model_repository"),
     events: Events = None,
     items: Items = None,

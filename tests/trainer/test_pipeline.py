@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 import pytest
 import torch
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from recstream.cli import app as recstream_app
 from tests.trainer.conftest import TINY, fake_embed_texts
@@ -140,20 +140,23 @@ def test_add_items_publishes_a_version_with_more_rows(repository: Path, trained,
         add_items(parent, Catalog(["i1"], [None], ["again"]))
 
 
-def test_cli_evaluate_json_prints_one_object(repository: Path, tiny_files) -> None:
-    """Through ``recstream`` as users call it: stdout is exactly one JSON object, logs go to stderr."""
+def evaluate_cli(repository: Path, tiny_files: tuple[Path, Path], *options: str) -> Result:
+    """``recstream evaluate --version 1`` on the tiny repository and data, as users call it."""
     events, items = tiny_files
-    args = ["evaluate", "1", "--repository", str(repository), "--events", str(events), "--items", str(items), "--json"]
-    result = CliRunner().invoke(recstream_app, args)
+    data = ["--repository", str(repository), "--events", str(events), "--items", str(items)]
+    return CliRunner().invoke(recstream_app, ["evaluate", "--version", "1", *data, *options])
+
+
+def test_cli_evaluate_json_prints_one_object(repository: Path, tiny_files) -> None:
+    """stdout is exactly one JSON object, logs go to stderr."""
+    result = evaluate_cli(repository, tiny_files, "--json")
     assert result.exit_code == 0, result.output
     metrics = orjson.loads(result.stdout)
     assert set(METRICS) <= set(metrics)
 
 
 def test_cli_evaluate_valid_split_scores_the_validation_events(repository: Path, trained, tiny_files) -> None:
-    events, items = tiny_files
-    args = ["evaluate", "1", "--repository", str(repository), "--events", str(events), "--items", str(items)]
-    result = CliRunner().invoke(recstream_app, [*args, "--split", "valid", "--json"])
+    result = evaluate_cli(repository, tiny_files, "--split", "valid", "--json")
     assert result.exit_code == 0, result.output
     expected = evaluate_version(repository / "recstream" / "1", trained.dataset, split=VALID)
     assert orjson.loads(result.stdout)["ndcg@10_all"] == pytest.approx(expected["ndcg@10_all"])
