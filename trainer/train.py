@@ -89,7 +89,7 @@ def train(dataset: Dataset, cfg: TrainConfig, cache_dir: Path, member: int = 0) 
     num_items = len(dataset.catalog)
     withheld = draw_withheld(num_items, cfg.cold_share, cfg.seed)
     rng = np.random.default_rng(cfg.seed + member)
-    windows = training_windows(dataset, withheld, cfg.max_len, cfg.window_stride)
+    windows = training_windows(dataset, withheld, cfg.max_len, cfg.window_stride, rng if cfg.shuffle_ties else None)
     has_id = np.zeros(num_items, dtype=bool)
     for user in dataset.users:
         has_id[user.items[user.split == TRAIN] - 1] = True
@@ -117,7 +117,7 @@ def train(dataset: Dataset, cfg: TrainConfig, cache_dir: Path, member: int = 0) 
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         total, steps = 0.0, 0
-        if cfg.shuffle_ties:  # the same windows (they depend on event counts only), ties in a new order
+        if cfg.shuffle_ties and epoch > 1:  # the same windows (they depend on event counts only), new tie order
             windows = training_windows(dataset, withheld, cfg.max_len, cfg.window_stride, rng)
         order = rng.permutation(n_windows)
         progress = tqdm(
