@@ -28,7 +28,7 @@ from recstream.replay import events_in_time_order, replay
 from recstream.stack import local_settings, settings_env, wait_healthy
 from recstream.topics import ensure_topics
 from recstream.triton import TritonServer
-from stream.app import topic_names
+from stream.names import topic_names
 from stream.settings import Settings
 from trainer.data import load_movielens
 

@@ -21,7 +21,7 @@ from recstream.errors import StackError
 from recstream.processes import free_ports, http_ok, log_tail, spawn, terminate
 from recstream.topics import cluster_stack_id, ensure_topics, reset_stale_state
 from recstream.triton import TritonServer
-from stream.app import topic_names
+from stream.names import topic_names
 from stream.settings import Settings
 
 logger = logging.getLogger(__name__)

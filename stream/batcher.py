@@ -2,16 +2,23 @@
 
 ``submit`` adds one user's new window and the event that changed it. Users wait in a pending set; several
 events of one user pending at once merge into ONE prediction carrying all their event_ids and the newest
-window. A flush takes up to ``max_batch_size`` users, as soon as that many are pending or ``max_wait_ms``
-after the first of them arrived, and scores them in one ``score`` call. Flushes run one at a time, so one
-user's predictions go out in order.
+window. A batch takes up to ``max_batch_size`` users, as soon as that many are pending or ``max_wait_ms``
+after the first of them arrived, and scores them in one ``score`` call.
 
-Backpressure: at most ``max_batch_size`` users wait; ``submit`` for another user blocks until a flush takes
+Pipelining: up to ``max_batches_in_flight`` batches are scored at once, so the next batch fills (and is sent)
+while Triton scores the current one. Batches are *emitted* strictly in the order they were taken, so one
+user's predictions still go out in order.
+
+Backpressure: at most ``max_batch_size`` users wait; ``submit`` for another user blocks until a batch takes
 some (a user already pending merges without waiting).
 
-Nothing is dropped: a failed ``score`` or ``emit`` is retried with exponential backoff until it succeeds.
-Each event's ``ack`` callback is awaited only after its prediction was emitted. When the batcher stops, it
-flushes what is pending once more; if that fails the events stay unacknowledged (Kafka redelivers them).
+This is the one retry layer. A :class:`TransientScoringError` (Triton down, model loading) or a failed
+``emit`` is retried with exponential backoff until it succeeds: nothing is lost. A :class:`ScoringError`
+(the model rejects the input) is not retried: the batch is split in halves until the failing windows are
+found; those go to ``reject`` (the dead-letter topic) and the rest are emitted, so a poison window never
+stalls its partition. Each event's ``ack`` is awaited only after its prediction (or dead letter) went out.
+When the batcher stops, it scores what is pending once more; if that fails the events stay unacknowledged
+(Kafka redelivers them).
 """
 
 from __future__ import annotations
@@ -22,39 +29,57 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from stream.metrics import Metrics
-from stream.schemas import WindowEvent
-
-if TYPE_CHECKING:
-    from stream.triton_client import Scored
+from stream.schemas import Scored, ScoringError, TransientScoringError, WindowEvent
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Ack = Callable[[], Awaitable[object]]
-Score = Callable[[Sequence[Sequence[WindowEvent]]], Awaitable[list["Scored"]]]
+Score = Callable[[Sequence[Sequence[WindowEvent]]], Awaitable[list[Scored]]]
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where an event's record was read (for dead letters)."""
+
+    topic: str
+    partition: int
+    offset: int
 
 
 @dataclass
 class PendingPrediction:
-    """One user's prediction to make: the newest window and every event it accounts for."""
+    """One user's prediction to make: the newest window and every event it accounts for.
+
+    ``stages_ms`` describe the newest event: ingest/rekey/window come from the agent, the batcher adds
+    batch_wait, triton and emit.
+    """
 
     user_id: str
     window: Sequence[WindowEvent]
     event_ids: list[str] = field(default_factory=list)
     newest_record_ts_ms: int = 0
     acks: list[Ack] = field(default_factory=list)
+    origins: list[Origin] = field(default_factory=list)
+    stages_ms: dict[str, float] = field(default_factory=dict)
+    submitted_at: float = 0.0
 
-    def add(self, window: Sequence[WindowEvent], event: WindowEvent, ack: Ack) -> None:
+    def add(self, window: Sequence[WindowEvent], event: WindowEvent, ack: Ack, origin: Origin,
+            stages_ms: dict[str, float], now: float) -> None:  # fmt: skip
         self.window = window
         self.event_ids.append(event.event_id)
         self.newest_record_ts_ms = max(self.newest_record_ts_ms, event.record_ts_ms)
         self.acks.append(ack)
+        self.origins.append(origin)
+        self.stages_ms = dict(stages_ms)
+        self.submitted_at = now
 
 
-Emit = Callable[[PendingPrediction, "Scored"], Awaitable[None]]
+Emit = Callable[[PendingPrediction, Scored], Awaitable[None]]
+Reject = Callable[[PendingPrediction, str], Awaitable[None]]
 
 
 class _Stopping(Exception):
@@ -66,18 +91,22 @@ class MicroBatcher:
         self,
         score: Score,
         emit: Emit,
+        reject: Reject,
         metrics: Metrics,
         *,
         max_batch_size: int,
         max_wait_ms: float,
-        retry_initial_s: float = 0.2,
-        retry_max_s: float = 10.0,
+        max_batches_in_flight: int = 2,
+        retry_initial_s: float = 0.1,
+        retry_max_s: float = 5.0,
     ) -> None:
         self._score = score
         self._emit = emit
+        self._reject = reject
         self._metrics = metrics
         self._max_batch_size = max_batch_size
         self._max_wait_s = max_wait_ms / 1000
+        self._in_flight = asyncio.Semaphore(max_batches_in_flight)
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
         self._pending: dict[str, PendingPrediction] = {}
@@ -91,7 +120,7 @@ class MicroBatcher:
         self._task = asyncio.create_task(self._run(), name="micro-batcher")
 
     async def stop(self) -> None:
-        """Flush what is pending (one attempt) and stop."""
+        """Score what is pending (one attempt), emit the batches in flight, and stop."""
         if self._task is None:
             return
         self._stopping.set()
@@ -100,26 +129,44 @@ class MicroBatcher:
         await self._task
         self._task = None
 
-    async def submit(self, user_id: str, window: Sequence[WindowEvent], event: WindowEvent, ack: Ack) -> None:
+    async def submit(
+        self,
+        user_id: str,
+        window: Sequence[WindowEvent],
+        event: WindowEvent,
+        ack: Ack,
+        *,
+        origin: Origin,
+        stages_ms: dict[str, float] | None = None,
+    ) -> None:
         """Queue a prediction for ``user_id`` (blocks while ``max_batch_size`` other users are pending)."""
+        loop = asyncio.get_running_loop()
         async with self._changed:
             await self._changed.wait_for(lambda: user_id in self._pending or len(self._pending) < self._max_batch_size)
             pending = self._pending.get(user_id)
             if pending is None:
                 if not self._pending:
-                    self._first_pending_at = asyncio.get_running_loop().time()
+                    self._first_pending_at = loop.time()
                 pending = self._pending[user_id] = PendingPrediction(user_id, window)
-            pending.add(window, event, ack)
+            pending.add(window, event, ack, origin, stages_ms or {}, loop.time())
             self._changed.notify_all()
 
     async def _run(self) -> None:
-        while batch := await self._next_batch():
-            try:
-                await self._flush(batch)
-            except _Stopping:
-                left = len(batch) + len(self._pending)
-                logger.error("stopping with %d predictions not emitted; their events stay unacked", left)
-                return
+        emitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        emitted.set_result(None)
+        tasks: set[asyncio.Task[None]] = set()
+        while True:
+            await self._in_flight.acquire()  # while every slot is busy, the pending set keeps filling
+            batch = await self._next_batch()
+            if not batch:
+                self._in_flight.release()
+                break
+            task = asyncio.create_task(self._process(batch, emitted), name="micro-batch")
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved: no "never retrieved"
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            emitted = task
+        await asyncio.gather(*tasks, return_exceptions=True)  # _Stopping: logged where it happened
 
     async def _next_batch(self) -> list[PendingPrediction]:
         """Wait until a batch is due and take it; empty when stopping with nothing pending."""
@@ -139,33 +186,90 @@ class MicroBatcher:
             self._changed.notify_all()
             return batch
 
-    async def _flush(self, batch: list[PendingPrediction]) -> None:
-        self._metrics.batch_size_users.observe(len(batch))
-        scored = await self._retrying("score", partial(self._score_batch, [p.window for p in batch]))
-        for pending, result in zip(batch, scored, strict=True):
-            await self._retrying("emit", partial(self._emit, pending, result))
-            for ack in pending.acks:
-                try:
-                    await ack()
-                except Exception:  # the offset stays uncommitted: the event is redelivered and replayed
-                    logger.exception("ack failed for a prediction of user %r", pending.user_id)
+    async def _process(self, batch: list[PendingPrediction], previous: Awaitable[None]) -> None:
+        """Score one batch, wait for the batch before it to be emitted, then emit (or reject) and ack."""
+        loop = asyncio.get_running_loop()
+        try:
+            self._metrics.batch_size_users.observe(len(batch))
+            started = loop.time()
+            for pending in batch:
+                pending.stages_ms["batch_wait"] = (started - pending.submitted_at) * 1000
+            try:
+                results = await self._score_isolating(batch)
+            except _Stopping:
+                with contextlib.suppress(_Stopping):
+                    await previous
+                logger.error("stopping with %d predictions not emitted; their events stay unacked", len(batch))
+                raise
+            scored_at = loop.time()
+            await previous  # one user's predictions go out in order
+            for pending, result in zip(batch, results, strict=True):
+                pending.stages_ms["triton"] = (scored_at - started) * 1000
+                pending.stages_ms["emit"] = (loop.time() - scored_at) * 1000
+                if isinstance(result, Scored):
+                    await self._retrying("emit", partial(self._emit, pending, result))
+                else:
+                    await self._retrying("dead letter", partial(self._reject, pending, result))
+                for ack in pending.acks:
+                    try:
+                        await ack()
+                    except Exception:  # the offset stays uncommitted: the event is redelivered and replayed
+                        logger.exception("ack failed for a prediction")
+        finally:
+            self._in_flight.release()
 
-    async def _score_batch(self, windows: list[Sequence[WindowEvent]]) -> list[Scored]:
+    async def _score_isolating(self, batch: list[PendingPrediction]) -> list[Scored | str]:
+        """Each pending's result, or the model's error for the windows it rejects (found by halving)."""
+        try:
+            return list(await self._retrying("score", partial(self._score_checked, [p.window for p in batch])))
+        except ScoringError as exc:
+            if len(batch) == 1:
+                logger.warning("the model rejected a window of %d events: %s", len(batch[0].window), exc)
+                return [str(exc)]
+            half = len(batch) // 2
+            return [*await self._score_isolating(batch[:half]), *await self._score_isolating(batch[half:])]
+
+    async def _score_checked(self, windows: list[Sequence[WindowEvent]]) -> list[Scored]:
         scored = await self._score(windows)
         if len(scored) != len(windows):
-            raise RuntimeError(f"scorer answered {len(scored)} results for {len(windows)} windows")
+            raise TransientScoringError(f"scorer answered {len(scored)} results for {len(windows)} windows")
         return scored
 
     async def _retrying(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
-        delay_s = self._retry_initial_s
-        while True:
-            try:
-                return await step()
-            except Exception as exc:
-                self._metrics.scorer_failures.inc()
-                if self._stopping.is_set():
-                    raise _Stopping from exc
-                logger.warning("%s failed (%r); retrying in %.1f s", what, exc, delay_s)
-            with contextlib.suppress(TimeoutError):  # sleep, but wake up when stopping
-                await asyncio.wait_for(self._stopping.wait(), delay_s)
-            delay_s = min(2 * delay_s, self._retry_max_s)
+        return await retrying(
+            what, step, self._metrics, stopping=self._stopping, initial_s=self._retry_initial_s, max_s=self._retry_max_s
+        )
+
+
+async def retrying(
+    what: str,
+    step: Callable[[], Awaitable[T]],
+    metrics: Metrics,
+    *,
+    stopping: asyncio.Event,
+    initial_s: float = 0.1,
+    max_s: float = 5.0,
+) -> T:
+    """Run ``step`` until it succeeds, with exponential backoff: the one retry layer of the worker.
+
+    A :class:`ScoringError` that is not transient (the model rejects the input) is raised at once; anything
+    else is retried. Once ``stopping`` is set, the next failure raises ``_Stopping`` instead.
+    """
+    delay_s = initial_s
+    while True:
+        try:
+            return await step()
+        except ScoringError as exc:
+            if not isinstance(exc, TransientScoringError):
+                metrics.scorer_failures.labels("rejected").inc()
+                raise
+            failure: Exception = exc
+        except Exception as exc:
+            failure = exc
+        metrics.scorer_failures.labels("transient").inc()
+        if stopping.is_set():
+            raise _Stopping from failure
+        logger.warning("%s failed (%r); retrying in %.1f s", what, failure, delay_s)
+        with contextlib.suppress(TimeoutError):  # sleep, but wake up when stopping
+            await asyncio.wait_for(stopping.wait(), delay_s)
+        delay_s = min(2 * delay_s, max_s)

@@ -8,6 +8,9 @@ dead letter. A dead letter keeps the original bytes as UTF-8 text, or base64 whe
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
+
+from aiokafka.partitioner import murmur2
 
 from stream.schemas import DeadLetter, InputEvent, KeyedEvent, WindowEvent
 
@@ -48,8 +51,27 @@ def parse_record(
     )
 
 
+def home_partition(user_id: str, partitions: int) -> int:
+    """The partition that Kafka's default partitioner gives a record keyed by ``user_id``.
+
+    murmur2, as the Java client, aiokafka and Faust's producer use. A record already there is processed where
+    it is read; any other (unkeyed, keyed otherwise, or placed by librdkafka's default CRC32 partitioner) is
+    re-keyed through the internal topic, as Kafka Streams repartitions only when the key changed.
+    """
+    return (murmur2(user_id.encode()) & 0x7FFFFFFF) % partitions
+
+
 def dead_letter(
-    value: bytes, key: bytes | None, *, error: str, topic: str, partition: int, offset: int, now_s: float
+    value: bytes,
+    key: bytes | None,
+    *,
+    error: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    now_s: float,
+    reason: str = "invalid",
+    event_ids: Sequence[str] = (),
 ) -> DeadLetter:
     error = error[:MAX_ERROR_CHARS]
     if len(value) > MAX_DEAD_LETTER_VALUE_BYTES:
@@ -61,6 +83,8 @@ def dead_letter(
     except UnicodeDecodeError:
         text, encoding = base64.b64encode(kept).decode("ascii"), "base64"
     return DeadLetter(
+        reason=reason,
+        event_ids=list(event_ids),
         topic=topic,
         partition=partition,
         offset=offset,

@@ -13,8 +13,11 @@ The rules, first match wins (thresholds come from :class:`Settings`):
 4. **recommend** -- the top item's score >= ``recommend_min_score``. Items: the top recommendations.
 5. otherwise no guidance.
 
-The ``explanation`` is one plain-language sentence naming the past behaviour that drove the guidance: the cart
-items for checkout, else the window events with the largest attribution weight; titles where known.
+Deciding needs only the prediction (:func:`decide`); the explanation needs the attribution of the window,
+which costs the model about ``attribution_max_events`` more encoder passes, so it is computed only for the
+users the policy guides (:meth:`stream.schemas.Scorer.explain`, batched) and then :func:`build_guidance`
+writes one plain-language sentence naming the past behaviour that drove the guidance: the cart items for
+checkout, else the window events with the largest attribution weight; titles where known.
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import StrEnum
 
-from stream.schemas import Attribution, EventType, Guidance, Prediction, ScoredItem, WindowEvent
+from stream.schemas import Attribution, EventType, Explained, Guidance, Prediction, ScoredItem, WindowEvent
 from stream.settings import Settings
 from stream.window import cart_items
 
 #: How many window events an explanation names.
 EXPLAINED_EVENTS = 2
+#: How many window events a guidance names in ``attribution`` (heaviest first).
+ATTRIBUTION_TOP_N = 5
 
 
 class Action(StrEnum):
@@ -45,69 +50,74 @@ _DID = {
 
 
 def decide(
-    prediction: Prediction,
-    window: Sequence[WindowEvent],
-    last_guidance_at: float | None,
-    settings: Settings,
-    *,
-    now_s: float,
-) -> Guidance | None:
+    prediction: Prediction, window: Sequence[WindowEvent], last_guidance_at: float | None, settings: Settings
+) -> Action | None:
     """Apply the rules above; ``last_guidance_at`` is the cooldown table's value for the user."""
     if last_guidance_at is not None and prediction.emitted_at - last_guidance_at < settings.guidance_cooldown_s:
         return None
-    titles = _known_titles(prediction)
     p = prediction.next_action
-    cart = cart_items(window)
-    if cart and p.get(EventType.purchase, 0.0) >= settings.checkout_min_purchase_prob:
-        scores = {item.item_id: item.score for item in prediction.next_items}
-        items = [ScoredItem(item_id=i, score=scores.get(i, 0.0), title=titles.get(i)) for i in cart]
-        names = _join([_name(i, titles) for i in cart])
-        return _guidance(
-            prediction,
-            Action.checkout,
-            items,
-            f"Suggested checking out because you added {names} to your cart and have not bought "
-            f"{'it' if len(cart) == 1 else 'them'} yet.",
-            now_s,
-        )
+    if cart_items(window) and p.get(EventType.purchase, 0.0) >= settings.checkout_min_purchase_prob:
+        return Action.checkout
     engagement = sum(p.get(t, 0.0) for t in (EventType.click, EventType.add_to_cart, EventType.purchase))
-    behaviour = _behaviour(prediction.attribution, titles)
     if engagement < settings.retain_max_engage_prob:
-        return _guidance(
-            prediction,
-            Action.retain,
-            prediction.next_items,
-            f"Suggested something new because your interest seems to fade after you {behaviour}.",
-            now_s,
-        )
+        return Action.retain
     if prediction.next_items and prediction.next_items[0].score >= settings.recommend_min_score:
-        return _guidance(
-            prediction,
-            Action.recommend,
-            prediction.next_items,
-            f"Recommended {_name(prediction.next_items[0].item_id, titles)} because you recently {behaviour}.",
-            now_s,
-        )
+        return Action.recommend
     return None
 
 
-def _guidance(
-    prediction: Prediction, action: Action, items: list[ScoredItem], explanation: str, now_s: float
+def attribution_of(window: Sequence[WindowEvent], explained: Explained) -> list[Attribution]:
+    """The ``ATTRIBUTION_TOP_N`` window events that drove the top item most, heaviest first."""
+    rows = zip(window, explained.weights, explained.titles, strict=True)
+    by_weight = sorted(rows, key=lambda row: row[1], reverse=True)
+    return [
+        Attribution(item_id=event.item_id, event_type=event.event_type, weight=weight, title=title)
+        for event, weight, title in by_weight[:ATTRIBUTION_TOP_N]
+    ]
+
+
+def build_guidance(
+    prediction: Prediction,
+    action: Action,
+    window: Sequence[WindowEvent],
+    attribution: Sequence[Attribution],
+    *,
+    now_s: float,
 ) -> Guidance:
+    """The guidance for ``action`` with its one-sentence explanation."""
+    titles = _known_titles(prediction, attribution)
+    if action is Action.checkout:
+        cart = cart_items(window)
+        scores = {item.item_id: item.score for item in prediction.next_items}
+        items = [ScoredItem(item_id=i, score=scores.get(i, 0.0), title=titles.get(i)) for i in cart]
+        names = _join([_name(i, titles) for i in cart])
+        explanation = (
+            f"Suggested checking out because you added {names} to your cart and have not bought "
+            f"{'it' if len(cart) == 1 else 'them'} yet."
+        )
+    elif action is Action.retain:
+        items = prediction.next_items
+        explanation = (
+            f"Suggested something new because your interest seems to fade after you {_behaviour(attribution, titles)}."
+        )
+    else:
+        items = prediction.next_items
+        top = _name(prediction.next_items[0].item_id, titles)
+        explanation = f"Recommended {top} because you recently {_behaviour(attribution, titles)}."
     return Guidance(
         user_id=prediction.user_id,
         action=action,
-        items=items,
+        items=list(items),
         explanation=explanation,
-        attribution=prediction.attribution,
+        attribution=list(attribution),
         event_ids=prediction.event_ids,
         model=prediction.model,
         emitted_at=now_s,
     )
 
 
-def _known_titles(prediction: Prediction) -> dict[str, str]:
-    known = [*prediction.attribution, *prediction.next_items]
+def _known_titles(prediction: Prediction, attribution: Sequence[Attribution]) -> dict[str, str]:
+    known = [*attribution, *prediction.next_items]
     return {x.item_id: x.title for x in known if x.title}
 
 

@@ -5,9 +5,11 @@ All topics carry JSON encoded with orjson. ``EVENT_TYPES`` fixes the order of th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -83,10 +85,12 @@ class WindowEvent(_Message):
 
 
 class KeyedEvent(_Message):
-    """Internal hop: a validated input event, re-keyed by user_id so window state is co-partitioned."""
+    """A validated input event of a user; re-keyed through the internal topic when its record was not keyed
+    so that it landed in the user's partition."""
 
     user_id: str
     event: WindowEvent
+    ingest_ms: float = Field(0.0, description="record timestamp of the input to the worker reading it")
 
 
 class ModelRef(_Message):
@@ -119,8 +123,11 @@ class Prediction(_Message):
     next_items: list[ScoredItem]
     next_action: dict[str, float]
     window: WindowSummary
-    attribution: list[Attribution] = Field(description="how much each window event drove the top item")
-    latency_ms: float
+    latency_ms: float = Field(description="Kafka record timestamp of the newest event to emission")
+    stages_ms: dict[str, float] = Field(
+        description="where latency_ms went: ingest (Kafka hop in), rekey (internal hop, re-keyed events only), "
+        "window, batch_wait, triton, emit"
+    )
     emitted_at: float
 
 
@@ -136,6 +143,8 @@ class Guidance(_Message):
 
 
 class DeadLetter(_Message):
+    reason: str = Field(description="'invalid' (the record) or 'rejected' (the model refused the window)")
+    event_ids: list[str] = Field(default_factory=list, description="the events it accounts for, when valid")
     topic: str
     partition: int
     offset: int
@@ -144,3 +153,48 @@ class DeadLetter(_Message):
     value_encoding: str = Field(description="'utf-8' or 'base64'")
     key: str | None = None
     received_at: float
+
+
+# --- the scorer: what the batcher and the policy need from a model server -------------------------------
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One user's result."""
+
+    model: ModelRef
+    next_items: list[ScoredItem]  # the top settings.top_k, best first
+    next_action: dict[str, float]  # keys = EVENT_TYPES
+
+
+@dataclass(frozen=True)
+class Explained:
+    """How much each event of a window drove its top item (occlusion), aligned with the window, oldest first."""
+
+    model: ModelRef
+    weights: list[float]
+    titles: list[str | None]
+
+
+class ScoringError(Exception):
+    """The model server rejected a batch for good (the input, or the model): retrying will not help."""
+
+
+class TransientScoringError(ScoringError):
+    """The model server cannot answer now (down, restarting, model loading): retry the same batch later."""
+
+
+class Scorer(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def ready(self) -> bool: ...
+
+    async def score(self, windows: Sequence[Sequence[WindowEvent]]) -> list[Scored]:
+        """Next items and actions of every window; raises ScoringError / TransientScoringError."""
+        ...
+
+    async def explain(self, windows: Sequence[Sequence[WindowEvent]]) -> list[Explained]:
+        """The attribution of every window (costs about 1 + attribution_max_events encoder passes each)."""
+        ...

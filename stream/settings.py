@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +25,13 @@ class Settings(BaseSettings):
     topic_guidance: str = "guidance"
     topic_dead_letters: str = "dead-letters"
     app_id: str = "recstream"
+    embedded_broker: Literal["noida", "tansu"] = Field(
+        "noida", description="the broker `recstream up` and `recstream broker` start (docs/BENCHMARKS.md compares them)"
+    )
+    consumer_fetch_max_wait_ms: int = Field(
+        100, ge=1, description="longest a fetch waits for data (tansu makes every fetch wait this long)"
+    )
+    producer_linger_ms: float = Field(0.0, ge=0, description="how long the worker's producer waits to fill a batch")
 
     # --- Triton ---
     triton_url: str = Field("127.0.0.1:8001", description="gRPC host:port")
@@ -35,6 +43,7 @@ class Settings(BaseSettings):
     triton_timeout_s: float = 10.0
 
     # --- worker ---
+    web_host: str = Field("127.0.0.1", description="address the worker's web server binds (0.0.0.0: every one)")
     web_port: int = 6066
     data_dir: Path = Field(Path("var/worker"), description="RocksDB table state of the worker")
 
@@ -44,7 +53,10 @@ class Settings(BaseSettings):
 
     # --- batching ---
     max_batch_size: int = Field(64, ge=1)
-    max_wait_ms: float = Field(20.0, ge=0)
+    max_wait_ms: float = Field(5.0, ge=0, description="longest the first user of a batch waits for others")
+    max_batches_in_flight: int = Field(
+        2, ge=1, description="batches scored at once: the next one fills while Triton scores the current one"
+    )
 
     # --- outputs ---
     top_k: int = Field(10, ge=1)

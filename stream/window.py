@@ -4,18 +4,20 @@ Pure functions, no Faust. Events are ordered by event time (``timestamp``); a la
 (after events with the same timestamp, so ties keep arrival order). Age is measured in event time from the
 newest event in the window, so a late event older than ``max_age_s`` is accepted but not kept.
 
-A window is stored in the ``windows`` table as :meth:`UserWindow.to_json`: the events plus ``last_offset``,
-the offset (in the internal events topic) of the last record that changed it. Since every record of one user
-lies in one partition, a redelivered record (same event_id, offset not after ``last_offset``) is told apart
-from a genuine duplicate (same event_id sent again, a later offset): the first is re-emitted, because the
-crash that caused the redelivery may have happened before its prediction went out; the second is dropped.
+A window is stored in the ``windows`` table as :meth:`UserWindow.to_json`: the events plus ``last_offsets``,
+per source topic (an input topic, or the internal events topic for re-keyed records), the offset of the last
+record from it that changed the window. Since every record of one user that reaches the window lies in one
+partition of its topic, a redelivered record (same event_id, offset not after its topic's last offset) is told
+apart from a genuine duplicate (same event_id sent again, a later offset, or another topic): the first is
+re-emitted, because the crash that caused the redelivery may have happened before its prediction went out;
+the second is dropped.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -33,16 +35,17 @@ class Outcome(Enum):
 @dataclass(frozen=True)
 class UserWindow:
     events: tuple[WindowEvent, ...] = ()
-    last_offset: int = -1
+    last_offsets: Mapping[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"events": [e.model_dump(mode="json") for e in self.events], "last_offset": self.last_offset}
+        return {"events": [e.model_dump(mode="json") for e in self.events], "last_offsets": dict(self.last_offsets)}
 
     @classmethod
     def from_json(cls, value: dict[str, Any] | None) -> UserWindow:
         if value is None:
             return cls()
-        return cls(tuple(WindowEvent.model_validate(e) for e in value["events"]), int(value["last_offset"]))
+        offsets = {str(topic): int(offset) for topic, offset in value["last_offsets"].items()}
+        return cls(tuple(WindowEvent.model_validate(e) for e in value["events"]), offsets)
 
 
 def insert_event(
@@ -57,14 +60,15 @@ def insert_event(
 
 
 def apply_event(
-    window: UserWindow, event: WindowEvent, offset: int, *, max_events: int, max_age_s: float
+    window: UserWindow, event: WindowEvent, topic: str, offset: int, *, max_events: int, max_age_s: float
 ) -> tuple[UserWindow, Outcome]:
-    """Apply one record of the internal events topic (at ``offset``) to a user's window."""
+    """Apply one record (read from ``topic`` at ``offset``) to a user's window."""
+    last_offset = window.last_offsets.get(topic, -1)
     if any(e.event_id == event.event_id for e in window.events):
-        outcome = Outcome.replayed if offset <= window.last_offset else Outcome.duplicate
+        outcome = Outcome.replayed if offset <= last_offset else Outcome.duplicate
         return window, outcome
     events = insert_event(window.events, event, max_events=max_events, max_age_s=max_age_s)
-    return UserWindow(events, max(offset, window.last_offset)), Outcome.added
+    return UserWindow(events, {**window.last_offsets, topic: max(offset, last_offset)}), Outcome.added
 
 
 def span_seconds(events: Sequence[WindowEvent]) -> float:

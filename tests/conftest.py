@@ -11,7 +11,7 @@ import pytest
 from recstream.broker import Broker
 from recstream.stack import local_settings
 from recstream.topics import ensure_topics
-from stream.app import topic_names
+from stream.names import topic_names
 from stream.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

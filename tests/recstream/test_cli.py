@@ -40,7 +40,7 @@ def test_settings_round_trip_through_the_environment(monkeypatch: pytest.MonkeyP
 
 
 def test_a_missing_broker_binary_is_one_error_line() -> None:
-    env = dict(os.environ, CALF_TANSU_BIN="/nonexistent/tansu")
+    env = dict(os.environ, CALF_TANSU_BIN="/nonexistent/tansu", RECSTREAM_EMBEDDED_BROKER="tansu")
     result = recstream("broker", env=env)
     assert result.returncode == 1
     assert result.stderr.startswith("error: broker: tansu binary not found") and "Traceback" not in result.stderr

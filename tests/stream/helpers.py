@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from stream.schemas import EventType, ModelRef, ScoredItem, WindowEvent
-from stream.triton_client import Scored
+from stream.schemas import EventType, ModelRef, Scored, ScoredItem, WindowEvent
 
 MODEL = ModelRef(name="recstream", version="1")
 
@@ -16,13 +15,9 @@ def event(
     )
 
 
-def scored(
-    window: list[WindowEvent], weights: list[float] | None = None, titles: list[str | None] | None = None
-) -> Scored:
+def scored() -> Scored:
     return Scored(
         model=MODEL,
         next_items=[ScoredItem(item_id=f"n{i}", score=0.5 / (i + 1), title=f"Next {i}") for i in range(12)],
         next_action={"view": 0.4, "click": 0.3, "add_to_cart": 0.2, "purchase": 0.1},
-        attribution=weights if weights is not None else [float(i) for i in range(len(window))],
-        titles=titles if titles is not None else [None] * len(window),
     )

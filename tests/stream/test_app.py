@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stream.app import build_app, topic_names
+from stream.app import build_app
+from stream.names import topic_names
 from stream.settings import Settings
 
 

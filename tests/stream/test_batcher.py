@@ -5,11 +5,12 @@ from collections.abc import Sequence
 
 import pytest
 
-from stream.batcher import Ack, MicroBatcher, PendingPrediction
+from stream.batcher import Ack, MicroBatcher, Origin, PendingPrediction
 from stream.metrics import Metrics
-from stream.schemas import WindowEvent
-from stream.triton_client import Scored
+from stream.schemas import Scored, ScoringError, WindowEvent
 from tests.stream.helpers import event, scored
+
+ORIGIN = Origin("views", 0, 0)
 
 
 class FakeScorer:
@@ -27,35 +28,48 @@ class FakeScorer:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("triton down")
-        return [scored(list(w)) for w in windows]
+        return [scored() for _ in windows]
 
 
 class Emitted:
     def __init__(self) -> None:
         self.predictions: list[PendingPrediction] = []
+        self.rejected: list[tuple[PendingPrediction, str]] = []
         self.acked: list[str] = []
 
     async def emit(self, pending: PendingPrediction, result: Scored) -> None:
-        assert len(result.attribution) == len(pending.window)
         self.predictions.append(pending)
+
+    async def reject(self, pending: PendingPrediction, error: str) -> None:
+        self.rejected.append((pending, error))
 
     def ack(self, event_id: str) -> Ack:
         async def ack() -> None:
-            assert any(event_id in p.event_ids for p in self.predictions), "acked before its prediction"
+            out = [*self.predictions, *(p for p, _ in self.rejected)]
+            assert any(event_id in p.event_ids for p in out), "acked before its prediction or dead letter"
             self.acked.append(event_id)
 
         return ack
 
 
-def _batcher(scorer: FakeScorer, out: Emitted, *, max_batch_size: int = 4, max_wait_ms: float = 20) -> MicroBatcher:
+def _batcher(
+    scorer: FakeScorer, out: Emitted, *, max_batch_size: int = 4, max_wait_ms: float = 20, in_flight: int = 2
+) -> MicroBatcher:
     return MicroBatcher(
-        scorer.score, out.emit, Metrics(), max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, retry_initial_s=0.01
+        scorer.score,
+        out.emit,
+        out.reject,
+        Metrics(),
+        max_batch_size=max_batch_size,
+        max_wait_ms=max_wait_ms,
+        max_batches_in_flight=in_flight,
+        retry_initial_s=0.01,
     )
 
 
 async def _submit(batcher: MicroBatcher, out: Emitted, user: str, event_id: str, ts: float) -> None:
     e = event(event_id, ts, record_ts_ms=int(ts))
-    await batcher.submit(user, [e], e, out.ack(event_id))
+    await batcher.submit(user, [e], e, out.ack(event_id), origin=ORIGIN, stages_ms={"ingest": 1.0})
 
 
 async def test_events_of_one_user_merge_into_one_prediction() -> None:
@@ -105,7 +119,7 @@ async def test_flushes_after_max_wait() -> None:
 async def test_submit_blocks_while_full_and_every_event_lands_once() -> None:
     gate = asyncio.Event()
     scorer, out = FakeScorer(gate=gate), Emitted()
-    batcher = _batcher(scorer, out, max_batch_size=2, max_wait_ms=1)
+    batcher = _batcher(scorer, out, max_batch_size=2, max_wait_ms=1, in_flight=1)
     await batcher.start()
     await _submit(batcher, out, "a", "a1", 1)
     await _submit(batcher, out, "b", "b1", 1)  # a full batch: taken by the flush, which waits on the gate
@@ -150,7 +164,9 @@ async def test_failing_emit_is_retried_and_acks_wait_for_it() -> None:
             raise failures.pop()
         await out.emit(pending, result)
 
-    batcher = MicroBatcher(scorer.score, flaky_emit, Metrics(), max_batch_size=4, max_wait_ms=1, retry_initial_s=0.01)
+    batcher = MicroBatcher(
+        scorer.score, flaky_emit, out.reject, Metrics(), max_batch_size=4, max_wait_ms=1, retry_initial_s=0.01
+    )
     await batcher.start()
     await _submit(batcher, out, "u1", "e1", 1)
     await _until_acked(out)
@@ -178,12 +194,69 @@ async def test_scorer_answering_the_wrong_number_of_results_is_a_failure(answers
     async def wrong(windows: Sequence[Sequence[WindowEvent]]) -> list[Scored]:
         calls.append(windows)
         n = answers if len(calls) == 1 else len(windows)
-        return [scored(list(windows[0]))] * n
+        return [scored()] * n
 
-    batcher = MicroBatcher(wrong, out.emit, Metrics(), max_batch_size=4, max_wait_ms=1, retry_initial_s=0.01)
+    batcher = MicroBatcher(
+        wrong, out.emit, out.reject, Metrics(), max_batch_size=4, max_wait_ms=1, retry_initial_s=0.01
+    )
     await batcher.start()
     await _submit(batcher, out, "u1", "e1", 1)
     await _until_acked(out)
     await batcher.stop()
     assert len(calls) == 2
     assert out.acked == ["e1"]
+
+
+async def test_next_batch_is_scored_while_one_is_in_flight_and_emission_keeps_order() -> None:
+    """Two batches in flight; the second is answered first, but the first is emitted first."""
+    gates = [asyncio.Event(), asyncio.Event()]
+    calls: list[list[str]] = []
+
+    async def score(windows: Sequence[Sequence[WindowEvent]]) -> list[Scored]:
+        calls.append([w[-1].event_id for w in windows])
+        await gates[len(calls) - 1].wait()
+        return [scored() for _ in windows]
+
+    out = Emitted()
+    batcher = MicroBatcher(score, out.emit, out.reject, Metrics(), max_batch_size=2, max_wait_ms=1)
+    await batcher.start()
+    await _submit(batcher, out, "u1", "a", 1)
+    await _submit(batcher, out, "u2", "b", 1)
+    await asyncio.sleep(0.01)  # the full batch is taken
+    await _submit(batcher, out, "u1", "c", 2)  # u1 again: its batch is in flight, so this goes in the next
+    async with asyncio.timeout(5):
+        while len(calls) < 2:
+            await asyncio.sleep(0.005)
+    assert calls == [["a", "b"], ["c"]], "the second batch was sent while the first was being scored"
+    gates[1].set()
+    await asyncio.sleep(0.05)
+    assert out.predictions == [], "the second batch must not be emitted before the first"
+    gates[0].set()
+    await batcher.stop()
+    assert [p.event_ids for p in out.predictions] == [["a"], ["b"], ["c"]]
+    assert all(set(p.stages_ms) == {"ingest", "batch_wait", "triton", "emit"} for p in out.predictions)
+
+
+async def test_a_window_the_model_rejects_is_isolated_and_the_rest_predicted() -> None:
+    calls: list[int] = []
+
+    async def score(windows: Sequence[Sequence[WindowEvent]]) -> list[Scored]:
+        calls.append(len(windows))
+        if any(w[-1].event_id == "poison" for w in windows):
+            raise ScoringError("INVALID_ARG: unknown event type")
+        return [scored() for _ in windows]
+
+    out = Emitted()
+    batcher = MicroBatcher(score, out.emit, out.reject, Metrics(), max_batch_size=8, max_wait_ms=1000)
+    await batcher.start()
+    for user in range(7):
+        await _submit(batcher, out, f"u{user}", f"e{user}", user)
+    await _submit(batcher, out, "u7", "poison", 7)  # the eighth user fills the batch
+    async with asyncio.timeout(5):
+        while len(out.acked) < 8:
+            await asyncio.sleep(0.01)
+    await batcher.stop()
+    assert calls[0] == 8 and len(calls) <= 1 + 2 * 3, "halving finds one bad window in log2(8) rounds"
+    assert sorted(e for p in out.predictions for e in p.event_ids) == [f"e{u}" for u in range(7)]
+    assert [(p.event_ids, "INVALID_ARG" in error) for p, error in out.rejected] == [(["poison"], True)]
+    assert sorted(out.acked) == sorted([*(f"e{u}" for u in range(7)), "poison"])

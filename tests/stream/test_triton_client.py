@@ -12,10 +12,10 @@ import pytest
 import tritonclient.grpc.aio as aioclient
 
 from recstream.processes import free_ports
-from stream import triton_client
-from stream.schemas import EVENT_TYPES, EventType, WindowEvent
+from stream.metrics import Metrics
+from stream.schemas import EVENT_TYPES, EventType, Scored, ScoringError, TransientScoringError, WindowEvent
 from stream.settings import Settings
-from stream.triton_client import Scored, ScoringError, TritonScorer
+from stream.triton_client import TritonScorer
 from tests.model_repository.tiny_version import build_repository, item_ids, serve, write_version
 
 pytestmark = pytest.mark.integration
@@ -41,7 +41,7 @@ def window(n: int, seed: int, unknown: bool = False) -> list[WindowEvent]:
 
 @pytest.fixture
 async def scorer(tiny_triton: Settings) -> AsyncIterator[TritonScorer]:
-    running = TritonScorer(tiny_triton)
+    running = TritonScorer(tiny_triton, Metrics())
     await running.start()
     yield running
     await running.stop()
@@ -51,10 +51,6 @@ def assert_same(a: Scored, b: Scored) -> None:
     assert [i.item_id for i in a.next_items] == [i.item_id for i in b.next_items]
     assert all(math.isclose(x.score, y.score, rel_tol=1e-4) for x, y in zip(a.next_items, b.next_items, strict=True))
     assert all(math.isclose(a.next_action[k], b.next_action[k], rel_tol=1e-4) for k in EVENT_TYPES)
-    assert all(
-        math.isclose(x, y, rel_tol=1e-3, abs_tol=1e-5) for x, y in zip(a.attribution, b.attribution, strict=True)
-    )
-    assert a.titles == b.titles
 
 
 async def test_ready(scorer: TritonScorer) -> None:
@@ -63,7 +59,7 @@ async def test_ready(scorer: TritonScorer) -> None:
 
 async def test_not_ready_without_a_server() -> None:
     (port,) = free_ports(1)
-    scorer = TritonScorer(Settings(triton_url=f"127.0.0.1:{port}"))
+    scorer = TritonScorer(Settings(triton_url=f"127.0.0.1:{port}"), Metrics())
     await scorer.start()
     try:
         assert not await scorer.ready()
@@ -83,22 +79,28 @@ async def test_score(scorer: TritonScorer, tiny_triton: Settings) -> None:
         assert not {item.item_id for item in result.next_items} & {e.item_id for e in events}
         assert list(result.next_action) == list(EVENT_TYPES)
         assert math.isclose(sum(result.next_action.values()), 1.0, rel_tol=1e-5)
-        assert len(result.attribution) == len(result.titles) == len(events)
+    assert all(item.title is None for item in results[0].next_items if int(item.item_id[5:]) % 7 == 0)
+
+
+async def test_explain(scorer: TritonScorer) -> None:
+    windows = [window(50, seed=1), window(3, seed=2, unknown=True), window(1, seed=3)]
+    results = await scorer.explain(windows)
+    for events, result in zip(windows, results, strict=True):
+        assert (result.model.name, result.model.version) == ("recstream", "1")
+        assert len(result.weights) == len(result.titles) == len(events)
         for event, title in zip(events, result.titles, strict=True):
             row = IDS.index(event.item_id) if event.item_id in IDS else None
             # tiny_version: item i has title "Titré i" unless i % 7 == 0
             assert title == (None if row is None or row % 7 == 0 else f"Titré {row}")
-    assert all(item.title is None for item in results[0].next_items if int(item.item_id[5:]) % 7 == 0)
+    assert results[2].weights[0] != 0, "a window's only event gets the whole logit"
 
 
-async def test_padding_length_does_not_change_the_result(tiny_triton: Settings, scorer: TritonScorer) -> None:
-    events = [window(7, seed=4)]
-    other = TritonScorer(tiny_triton.model_copy(update={"window_max_events": 9}))
-    await other.start()
-    try:
-        assert_same((await scorer.score(events))[0], (await other.score(events))[0])
-    finally:
-        await other.stop()
+async def test_a_batch_is_padded_to_its_longest_window_only(scorer: TritonScorer) -> None:
+    """A short window scores the same alone (no padding) as beside a full one (padded to 50)."""
+    short = window(7, seed=4)
+    alone = (await scorer.score([short]))[0]
+    beside_long = (await scorer.score([window(50, seed=5), short]))[1]
+    assert_same(alone, beside_long)
 
 
 async def test_concurrent_calls_are_batched_and_each_gets_its_own_result(
@@ -123,8 +125,8 @@ async def test_concurrent_calls_are_batched_and_each_gets_its_own_result(
 
 async def test_batch_of_64(scorer: TritonScorer) -> None:
     windows = [window(1 + i % 50, seed=200 + i) for i in range(64)]
-    results = await scorer.score(windows)
-    assert [len(r.attribution) for r in results] == [len(w) for w in windows]
+    assert len(await scorer.score(windows)) == 64
+    assert [len(r.weights) for r in await scorer.explain(windows)] == [len(w) for w in windows]
 
 
 async def test_invalid_windows(scorer: TritonScorer) -> None:
@@ -135,27 +137,31 @@ async def test_invalid_windows(scorer: TritonScorer) -> None:
         await scorer.score([[]])
 
 
-async def test_unreachable_server_raises_after_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(triton_client, "RETRY_DELAYS_S", (0.01, 0.01))
+async def test_unreachable_server_is_a_transient_error() -> None:
+    """No retries here: the batcher is the one retry layer, and it retries only transient errors."""
     (port,) = free_ports(1)
-    retries = triton_client.RETRIES.labels(code="StatusCode.UNAVAILABLE")
-    before = retries._value.get()
-    scorer = TritonScorer(Settings(triton_url=f"127.0.0.1:{port}"))
+    scorer = TritonScorer(Settings(triton_url=f"127.0.0.1:{port}"), Metrics())
     await scorer.start()
     try:
-        with pytest.raises(ScoringError, match=r"failed after 3 attempt\(s\): StatusCode.UNAVAILABLE"):
+        with pytest.raises(TransientScoringError, match=r"StatusCode.UNAVAILABLE"):
             await scorer.score([window(2, seed=6)])
     finally:
         await scorer.stop()
-    assert retries._value.get() - before == 2
 
 
-async def test_version_swap_keeps_answering(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_rejected_request_is_a_permanent_error(scorer: TritonScorer) -> None:
+    bad = [window(3, seed=7)[0].model_copy(update={"timestamp": math.nan})]
+    with pytest.raises(ScoringError, match="TIMESTAMPS must be finite") as raised:
+        await scorer.score([bad])
+    assert not isinstance(raised.value, TransientScoringError)
+
+
+async def test_version_swap_keeps_answering(tmp_path: Path) -> None:
     """Publish version 2 atomically and load it: every call in flight is answered, then by version 2;
-    a moment without any loaded version is bridged by the retries."""
+    a moment without any loaded version is a transient error (which the batcher retries)."""
     repository = build_repository(tmp_path / "repo")
     with serve(repository, tmp_path / "work") as settings:
-        scorer = TritonScorer(settings)
+        scorer = TritonScorer(settings, Metrics())
         await scorer.start()
         versions: list[str] = []
         stop = asyncio.Event()
@@ -175,19 +181,14 @@ async def test_version_swap_keeps_answering(tmp_path: Path, monkeypatch: pytest.
             await loop  # raises if any call failed
             assert (await scorer.score([window(5, seed=8)]))[0].model.version == "2"
             assert versions[0] == "1" and versions[-1] == "2"
-            # no version loaded for a moment (Triton answers NOT_FOUND): the call retries until it is back
-            retries = triton_client.RETRIES.labels(code="StatusCode.NOT_FOUND")
-            before = retries._value.get()
+            # no version loaded for a moment: Triton answers NOT_FOUND, a transient error
             await client.unload_model(settings.model_name)
             while await client.is_model_ready(settings.model_name):  # unloading finishes in the background
                 await asyncio.sleep(0.01)
-            monkeypatch.setattr(triton_client, "RETRY_DELAYS_S", (0.2,) * 150)  # a slow machine loads slowly
-            pending = asyncio.create_task(scorer.score([window(5, seed=9)]))
-            while retries._value.get() == before and not pending.done():
-                await asyncio.sleep(0.01)
+            with pytest.raises(TransientScoringError, match=r"NOT_FOUND|UNAVAILABLE"):
+                await scorer.score([window(5, seed=9)])
             await client.load_model(settings.model_name)
-            assert (await pending)[0].model.version == "2"
-            assert retries._value.get() > before
+            assert (await scorer.score([window(5, seed=9)]))[0].model.version == "2"
         finally:
             stop.set()
             await client.close()

@@ -17,7 +17,9 @@ max_events = st.integers(1, 8)
 def _run(rows: list[tuple[int, float]], n: int) -> tuple[UserWindow, list[Outcome]]:
     window, outcomes = UserWindow(), []
     for offset, (event_id, ts) in enumerate(rows):
-        window, outcome = apply_event(window, event(str(event_id), ts), offset, max_events=n, max_age_s=MAX_AGE_S)
+        window, outcome = apply_event(
+            window, event(str(event_id), ts), "views", offset, max_events=n, max_age_s=MAX_AGE_S
+        )
         outcomes.append(outcome)
     return window, outcomes
 
@@ -50,21 +52,34 @@ def test_late_event_is_inserted_in_order() -> None:
 
 
 def test_late_event_older_than_max_age_is_accepted_but_not_kept() -> None:
-    window = UserWindow((event("new", 500),), last_offset=0)
-    updated, outcome = apply_event(window, event("old", 1), 1, max_events=5, max_age_s=MAX_AGE_S)
+    window = UserWindow((event("new", 500),), {"views": 0})
+    updated, outcome = apply_event(window, event("old", 1), "views", 1, max_events=5, max_age_s=MAX_AGE_S)
     assert outcome is Outcome.added
     assert [e.event_id for e in updated.events] == ["new"]
-    assert updated.last_offset == 1
+    assert updated.last_offsets == {"views": 1}
 
 
 def test_duplicate_versus_redelivered_record() -> None:
-    window, _ = apply_event(UserWindow(), event("a", 1), 7, max_events=5, max_age_s=MAX_AGE_S)
-    assert apply_event(window, event("a", 1), 7, max_events=5, max_age_s=MAX_AGE_S) == (window, Outcome.replayed)
-    assert apply_event(window, event("a", 1), 9, max_events=5, max_age_s=MAX_AGE_S) == (window, Outcome.duplicate)
+    window, _ = apply_event(UserWindow(), event("a", 1), "views", 7, max_events=5, max_age_s=MAX_AGE_S)
+    again = {"max_events": 5, "max_age_s": MAX_AGE_S}
+    assert apply_event(window, event("a", 1), "views", 7, **again) == (window, Outcome.replayed)
+    assert apply_event(window, event("a", 1), "views", 9, **again) == (window, Outcome.duplicate)
+
+
+def test_offsets_are_kept_per_source_topic() -> None:
+    """A user's records reach the window from an input topic directly or re-keyed through the internal topic:
+    their offsets are not comparable, so a record is a redelivery only by its own topic's last offset."""
+    again = {"max_events": 5, "max_age_s": MAX_AGE_S}
+    window, _ = apply_event(UserWindow(), event("a", 1), "views", 7, **again)
+    window, _ = apply_event(window, event("b", 2), "recstream-events", 3, **again)
+    assert window.last_offsets == {"views": 7, "recstream-events": 3}
+    assert apply_event(window, event("b", 2), "recstream-events", 3, **again)[1] is Outcome.replayed
+    assert apply_event(window, event("b", 2), "clicks", 1, **again)[1] is Outcome.duplicate
+    assert apply_event(window, event("a", 1), "recstream-events", 5, **again)[1] is Outcome.duplicate
 
 
 def test_json_round_trip() -> None:
-    window = UserWindow((event("a", 1.5), event("b", 2, event_type=EventType.click)), last_offset=3)
+    window = UserWindow((event("a", 1.5), event("b", 2, event_type=EventType.click)), {"views": 3, "clicks": 1})
     assert UserWindow.from_json(window.to_json()) == window
     assert UserWindow.from_json(None) == UserWindow()
 

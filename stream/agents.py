@@ -1,0 +1,169 @@
+"""The worker's two agents; ``stream.app`` builds their parts and passes them in.
+
+**events** reads ``views``, ``clicks`` and the internal ``recstream-events`` topic. An input record is parsed
+(:func:`stream.ingest.parse_record`): a bad one goes to ``dead-letters``; a valid one whose record lies in its
+user's partition (:func:`stream.ingest.home_partition`) goes straight to the user's window, any other is
+re-keyed through ``recstream-events`` first, so every user's window lives in one partition and one hop is
+saved for well-keyed input. The window (:func:`stream.window.apply_event`) is stored in the ``windows`` table
+and the new window submitted to the micro-batcher, which scores it and emits the prediction.
+
+Acking: the agent iterates a ``noack`` stream. Dead letters and re-keyed records are acked once sent; a
+windowed event only after the prediction that accounts for it was produced (the consumer flushes the
+producer before it commits offsets), so a crash between the window update and the prediction redelivers the
+event, and the window logic re-emits it. Delivery is at least once.
+
+**policy** reads ``predictions`` in batches, decides per user (:func:`stream.policy.decide`), asks the scorer
+to explain only the windows of the users it will guide (one request per batch), and emits ``guidance``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import faust
+
+from stream.batcher import MicroBatcher, Origin, retrying
+from stream.ingest import home_partition, parse_record
+from stream.metrics import Metrics
+from stream.policy import attribution_of, build_guidance, decide
+from stream.schemas import DeadLetter, KeyedEvent, Prediction, Scorer, ScoringError
+from stream.settings import Settings
+from stream.window import Outcome, UserWindow, apply_event
+
+logger = logging.getLogger(__name__)
+
+Send = Callable[[bytes, bytes], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where the agents write: each a ``send(key, value)``."""
+
+    events: Send
+    guidance: Send
+    dead_letters: Send
+
+
+def record_ts_ms(message: Any) -> int:
+    """Kafka record timestamp in ms (Faust gives seconds); now when the record has none."""
+    timestamp_s = message.timestamp
+    return round(timestamp_s * 1000) if timestamp_s and timestamp_s > 0 else round(time.time() * 1000)
+
+
+def events_agent(
+    settings: Settings,
+    windows: faust.Table,
+    batcher: MicroBatcher,
+    outputs: Outputs,
+    metrics: Metrics,
+) -> Callable[[faust.StreamT[bytes]], Awaitable[None]]:
+    async def events(stream: faust.StreamT[bytes]) -> None:
+        manual = stream.noack()
+        async for event in manual.events():
+            message = event.message
+            received_ms = time.time() * 1000
+            if message.topic == settings.topic_events:
+                keyed = KeyedEvent.model_validate_json(event.value)
+                stages_ms = {"ingest": keyed.ingest_ms, "rekey": received_ms - record_ts_ms(message)}
+            else:
+                result = parse_record(
+                    event.value,
+                    event.key,
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    record_ts_ms=record_ts_ms(message),
+                    now_s=received_ms / 1000,
+                )
+                if isinstance(result, DeadLetter):
+                    metrics.events_in.labels(message.topic, "invalid").inc()
+                    metrics.dead_letters.labels(result.reason).inc()
+                    logger.info("dead letter %s:%d:%d: %s", result.topic, result.partition, result.offset, result.error)
+                    await outputs.dead_letters(event.key, result.to_bytes())
+                    await manual.ack(event)
+                    continue
+                keyed = result
+                metrics.events_in.labels(message.topic, keyed.event.event_type.value).inc()
+                ingest_ms = received_ms - keyed.event.record_ts_ms
+                if message.partition != home_partition(keyed.user_id, settings.partitions):
+                    metrics.rekeyed.inc()
+                    rekeyed = keyed.model_copy(update={"ingest_ms": ingest_ms})
+                    await outputs.events(keyed.user_id.encode(), rekeyed.to_bytes())
+                    await manual.ack(event)
+                    continue
+                stages_ms = {"ingest": ingest_ms}
+            state, outcome = apply_event(
+                UserWindow.from_json(windows.get(keyed.user_id)),
+                keyed.event,
+                message.topic,
+                message.offset,
+                max_events=settings.window_max_events,
+                max_age_s=settings.window_max_age_s,
+            )
+            if outcome is Outcome.duplicate:
+                metrics.duplicates.inc()
+                await manual.ack(event)
+                continue
+            if outcome is Outcome.added:
+                windows[keyed.user_id] = state.to_json()
+            stages_ms["window"] = time.time() * 1000 - received_ms
+            await batcher.submit(
+                keyed.user_id,
+                state.events,
+                keyed.event,
+                partial(manual.ack, event),
+                origin=Origin(message.topic, message.partition, message.offset),
+                stages_ms=stages_ms,
+            )
+
+    return events
+
+
+def policy_agent(
+    settings: Settings,
+    windows: faust.Table,
+    cooldown: faust.Table,
+    scorer: Scorer,
+    outputs: Outputs,
+    metrics: Metrics,
+) -> Callable[[faust.StreamT[bytes]], Awaitable[None]]:
+    never = asyncio.Event()  # the agent is cancelled on shutdown; until then an explanation is worth waiting for
+
+    async def policy(stream: faust.StreamT[bytes]) -> None:
+        within_s = max(settings.max_wait_ms, 1.0) / 1000
+        async for batch in stream.take_events(settings.max_batch_size, within=within_s):
+            guided, guided_at = [], {}  # guided_at: this batch's guidance, not in the table yet
+            for event in batch:
+                prediction = Prediction.model_validate_json(event.value)
+                user_id = prediction.user_id
+                window = UserWindow.from_json(windows.get(user_id)).events
+                action = decide(prediction, window, guided_at.get(user_id, cooldown.get(user_id)), settings)
+                if action is not None and window:
+                    guided.append((event, prediction, action, window))
+                    guided_at[user_id] = prediction.emitted_at
+            if not guided:
+                continue
+            try:
+                explained = await retrying(
+                    "explain", partial(scorer.explain, [w for *_, w in guided]), metrics, stopping=never
+                )
+            except ScoringError as exc:  # the model cannot explain these windows: guide without the evidence
+                logger.warning("explanations failed for %d users: %s", len(guided), exc)
+                explained = None
+            now_s = time.time()
+            for i, (event, prediction, action, window) in enumerate(guided):
+                attribution = attribution_of(window, explained[i]) if explained is not None else []
+                guidance = build_guidance(prediction, action, window, attribution, now_s=now_s)
+                # a table write goes to the current event's partition (the user's): set it for this prediction
+                stream._set_current_event(event)
+                cooldown[prediction.user_id] = prediction.emitted_at
+                await outputs.guidance(prediction.user_id.encode(), guidance.to_bytes())
+                metrics.guidance.labels(action.value).inc()
+
+    return policy

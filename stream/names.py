@@ -1,0 +1,37 @@
+"""Every topic and table name of the worker, importable without Faust (the launcher, tests and benchmarks).
+
+The worker never declares topics: ``topic_names`` lists each with its partition count (the tables'
+changelog topics included) for the launcher to create before the worker starts.
+"""
+
+from __future__ import annotations
+
+from stream.settings import Settings
+
+#: user_id -> UserWindow.to_json()
+WINDOWS_TABLE = "windows"
+#: user_id -> emitted_at of the prediction that triggered the user's last guidance
+COOLDOWN_TABLE = "guidance-cooldown"
+
+
+def changelog_topic(settings: Settings, table: str) -> str:
+    return f"{settings.app_id}-{table}-changelog"
+
+
+def input_topics(settings: Settings) -> tuple[str, str]:
+    return settings.topic_views, settings.topic_clicks
+
+
+def topic_names(settings: Settings) -> dict[str, int]:
+    """Every topic the worker reads or writes, with its partition count (create them all before starting)."""
+    names = [
+        *input_topics(settings),
+        settings.topic_events,
+        settings.topic_predictions,
+        settings.topic_guidance,
+        settings.topic_dead_letters,
+        # table changelogs (should be compacted where the broker supports it)
+        changelog_topic(settings, WINDOWS_TABLE),
+        changelog_topic(settings, COOLDOWN_TABLE),
+    ]
+    return dict.fromkeys(names, settings.partitions)
