@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 #: Producer acks: wait for all in-sync replicas.
 PRODUCER_ACKS = -1
+#: How often the lag and table-size gauges are sampled (counting a table's keys reads its local store).
+METRICS_INTERVAL_S = 10.0
 
 _RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
@@ -95,6 +97,7 @@ def build_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         metrics.latency_seconds.observe(prediction.latency_ms / 1000)
         for stage, ms in prediction.stages_ms.items():
             metrics.stage_seconds.labels(stage).observe(ms / 1000)
+        metrics.model_info.clear()  # one series: the version in use now, not every version ever seen
         metrics.model_info.labels(scored.model.name, scored.model.version).set(1)
 
     async def reject(pending: PendingPrediction, error: str) -> None:
@@ -131,6 +134,20 @@ def build_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     app.agent(events_in, name="events")(events_agent(settings, windows, batcher, outputs, metrics))
     app.agent(predictions, name="policy")(policy_agent(settings, windows, cooldown, scorer, outputs, metrics))
     add_views(app, scorer, metrics)
+
+    @app.timer(interval=METRICS_INTERVAL_S)
+    async def sample_lag_and_tables() -> None:
+        """Gauges of what this worker holds now: lag per assigned input partition, keys per table."""
+        metrics.consumer_lag.clear()  # partitions handed to another worker drop out
+        monitor = app.monitor
+        for tp in app.consumer.assignment():
+            if tp.topic in (*input_topics(settings), settings.topic_events):
+                end, read = monitor.tp_end_offsets.get(tp), monitor.tp_read_offsets.get(tp, -1)
+                if end is not None:
+                    metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(end - read - 1, 0))
+        for table in (windows, cooldown):
+            metrics.table_keys.labels(table.name).set(len(table))
+
     return app
 
 

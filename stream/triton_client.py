@@ -52,7 +52,10 @@ class TritonScorer:
         self._client: InferenceServerClient | None = None
 
     async def start(self) -> None:
-        self._client = InferenceServerClient(url=self._settings.triton_url)
+        # round_robin: with several Triton replicas behind one DNS name, spread requests over all of them
+        self._client = InferenceServerClient(
+            url=self._settings.triton_url, channel_args=[("grpc.lb_policy_name", "round_robin")]
+        )
 
     async def stop(self) -> None:
         if self._client is not None:
