@@ -1,7 +1,8 @@
 """A user's behaviour window: the last ``max_events`` events within ``max_age_s`` of the user's newest event.
 
-Pure functions, no Faust. Events are ordered by event time (``timestamp``); a late event is inserted in order
-(after events with the same timestamp, so ties keep arrival order). Age is measured in event time from the
+Pure functions, no Faust. Events are ordered by :func:`order_key`: event time (``timestamp``), then
+``item_id``, the one rule that the split, training, evaluation and the baselines use too (arrival order across
+two topics is not reproducible); a late event is inserted in order. Age is measured in event time from the
 newest event in the window, so a late event older than ``max_age_s`` is accepted but not kept.
 
 A window is stored in the ``windows`` table as :meth:`UserWindow.to_json`: the events plus ``last_offsets``,
@@ -48,12 +49,17 @@ class UserWindow:
         return cls(tuple(WindowEvent.model_validate(e) for e in value["events"]), offsets)
 
 
+def order_key(event: WindowEvent) -> tuple[float, str]:
+    """The order of a user's events: by time, same-second events by item id."""
+    return event.timestamp, event.item_id
+
+
 def insert_event(
     events: Sequence[WindowEvent], event: WindowEvent, *, max_events: int, max_age_s: float
 ) -> tuple[WindowEvent, ...]:
     """Insert ``event`` in event-time order into the (ordered) ``events``, then apply the age and count bounds."""
     merged = list(events)
-    bisect.insort_right(merged, event, key=lambda e: e.timestamp)
+    bisect.insort_right(merged, event, key=order_key)
     newest_s = merged[-1].timestamp
     kept = [e for e in merged if newest_s - e.timestamp <= max_age_s]
     return tuple(kept[-max_events:])

@@ -41,9 +41,22 @@ def test_distinct_events_give_last_n_within_age_in_event_time(stamps: list[float
     """With distinct ids the incremental window equals the bounds applied to all events at once."""
     window, outcomes = _run(list(enumerate(stamps)), n)
     assert set(outcomes) <= {Outcome.added}
-    ordered = sorted(enumerate(stamps), key=lambda row: row[1])  # stable: ties keep arrival order
+    # every event here has item "i1": equal order keys keep arrival order (a stable sort)
+    ordered = sorted(enumerate(stamps), key=lambda row: row[1])
     expected = [str(i) for i, ts in ordered if stamps and max(stamps) - ts <= MAX_AGE_S][-n:]
     assert [e.event_id for e in window.events] == expected
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.sampled_from("abcdef")), max_size=12, unique=True), st.randoms())
+def test_same_second_events_are_ordered_by_item_whatever_their_arrival(rows: list[tuple[int, str]], rng) -> None:
+    """The window's order is a function of the events, not of the order in which they arrived."""
+    events = [event(f"{ts}{item}", ts, item_id=item) for ts, item in rows]
+    arrived = list(events)
+    rng.shuffle(arrived)
+    window = ()
+    for e in arrived:
+        window = insert_event(window, e, max_events=100, max_age_s=MAX_AGE_S)
+    assert [(e.timestamp, e.item_id) for e in window] == sorted(rows)
 
 
 def test_late_event_is_inserted_in_order() -> None:
