@@ -18,7 +18,9 @@ from rich.logging import RichHandler
 
 from recstream.errors import StackError
 from stream.settings import Settings
+from trainer.cli import DatasetName
 from trainer.cli import app as trainer_app
+from trainer.data import DEFAULT_DATASET, MOVIELENS
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +68,13 @@ def _run(ctx: typer.Context, body: Any) -> None:
 @app.command()
 def up(
     ctx: typer.Context,
-    replay: Annotated[bool, typer.Option(help="replay MovieLens-100K into the input topics")] = True,
+    replay: Annotated[bool, typer.Option(help="replay --dataset into the input topics")] = True,
+    dataset: Annotated[
+        DatasetName,
+        typer.Option(
+            help="the dataset to replay (ml-1m needs a model trained on ML-1M in the repository: its item ids differ)"
+        ),
+    ] = DatasetName[DEFAULT_DATASET],
     rate: Annotated[float, typer.Option(help="replay rate, events per second")] = 50.0,
     limit: Annotated[int | None, typer.Option(help="replay at most this many events")] = None,
     duration_s: Annotated[float | None, typer.Option(help="stop by itself after this many seconds")] = None,
@@ -74,7 +82,10 @@ def up(
     """Start broker, Triton and the worker; replay MovieLens and show predictions and guidance (Ctrl-C stops)."""
     from recstream.stack import run_stack
 
-    _run(ctx, lambda s: run_stack(s, replay=replay, rate=rate, limit=limit, duration_s=duration_s))
+    _run(
+        ctx,
+        lambda s: run_stack(s, replay=replay, rate=rate, limit=limit, duration_s=duration_s, dataset=dataset.value),
+    )
 
 
 @app.command()
@@ -109,14 +120,83 @@ def watch(ctx: typer.Context) -> None:
     _run(ctx, lambda s: asyncio.run(watch_outputs(s)))
 
 
-@replay_app.command("movielens")
-def replay_movielens(
+@app.command()
+def forget(
     ctx: typer.Context,
-    rate: Annotated[float, typer.Option(help="events per second; 0 = as fast as possible")] = 50.0,
-    limit: Annotated[int | None, typer.Option(help="at most this many events")] = None,
-    cache_dir: Annotated[Path | None, typer.Option(help="where the dataset is cached")] = None,
+    users: Annotated[list[str], typer.Argument(help="user ids", show_default=False)],
 ) -> None:
-    """Replay MovieLens-100K ratings as view/click events (rating 4-5 = click), in time order."""
-    from recstream.replay import replay_movielens as replay
+    """Delete users' windows and guidance state in every worker (through the control topic)."""
+    from recstream.control import forget_users
 
-    _run(ctx, lambda s: asyncio.run(replay(s, rate=rate, limit=limit, cache_dir=cache_dir)))
+    _run(ctx, lambda s: asyncio.run(forget_users(s, users)))
+
+
+def _replay_command(dataset: str) -> Any:
+    """``recstream replay <dataset>``: one command per named dataset, all with the same options."""
+
+    def replay_dataset(
+        ctx: typer.Context,
+        rate: Annotated[float, typer.Option(help="events per second; 0 = as fast as possible")] = 50.0,
+        limit: Annotated[int | None, typer.Option(help="at most this many events")] = None,
+        cache_dir: Annotated[
+            Path | None, typer.Option(help="folder of the dataset's files (default <cache>/<dataset>)")
+        ] = None,
+    ) -> None:
+        from recstream.replay import replay_movielens as replay
+
+        _run(ctx, lambda s: asyncio.run(replay(s, rate=rate, limit=limit, cache_dir=cache_dir, dataset=dataset)))
+
+    return replay_dataset
+
+
+for _name, _source in MOVIELENS.items():
+    replay_app.command(
+        _name,
+        help=f"Replay {_source.label} ratings as view/click events (rating 4-5 = click), in time order "
+        "(timestamp, user, item id); fetched into the cache on first use.",
+    )(_replay_command(_name))
+replay_app.command("movielens", help="The same as `recstream replay ml-100k` (MovieLens-100K).")(
+    _replay_command(DEFAULT_DATASET)
+)
+
+
+@app.command()
+def bench(
+    ctx: typer.Context,
+    users: Annotated[
+        int | None, typer.Option(help="fresh users per end-to-end phase (default 400, --quick 50)")
+    ] = None,
+    events_per_user: Annotated[int | None, typer.Option(help="events of each user (default 5, --quick 3)")] = None,
+    rates: Annotated[
+        str | None,
+        typer.Option(
+            help="steady rates, fractions of the saturated rate, comma-separated (default 0.25,0.5,0.75; --quick 0.5)"
+        ),
+    ] = None,
+    min_predictions: Annotated[
+        int | None, typer.Option(help="predictions each steady phase yields at least (default 1000, --quick 100)")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="where report.json, report.md and latency.png go")] = Path("var/bench"),
+    quick: Annotated[bool, typer.Option(help="a small run of every part (about a minute; tests)")] = False,
+) -> None:
+    """Benchmark the model in-process, Triton, the whole pipeline and a naive baseline on a stack of its own."""
+    from recstream.bench import BenchOptions, markdown, run_bench
+
+    try:
+        fractions = [float(r) for r in rates.split(",")] if rates else None
+    except ValueError:
+        raise typer.BadParameter(f"{rates!r}: expected fractions like 0.25,0.5,0.75", param_hint="--rates") from None
+    options = BenchOptions.create(
+        quick=quick,
+        users=users,
+        events_per_user=events_per_user,
+        rates=fractions,
+        min_predictions=min_predictions,
+        out=out,
+    )
+    _run(
+        ctx,
+        lambda s: Console(soft_wrap=True).print(
+            markdown(run_bench(s, options)), markup=False, highlight=False, emoji=False
+        ),
+    )

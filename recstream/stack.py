@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from recstream.broker import Broker
 from recstream.errors import StackError
 from recstream.processes import free_ports, http_ok, log_tail, spawn, terminate
@@ -47,7 +49,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a child process exactly these settings."""
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
-        env[f"RECSTREAM_{name.upper()}"] = str(value)
+        variable = f"RECSTREAM_{name.upper()}"
+        if value is None:
+            env.pop(variable, None)
+        else:
+            env[variable] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
     return env
 
 
@@ -110,7 +116,15 @@ def wait_healthy(
     raise StackError(f"worker: {url} not healthy after {timeout_s:.0f} s:\n{log_tail(log_path)}")
 
 
-def run_stack(settings: Settings, *, replay: bool, rate: float, limit: int | None, duration_s: float | None) -> None:
+def run_stack(
+    settings: Settings,
+    *,
+    replay: bool,
+    rate: float,
+    limit: int | None,
+    duration_s: float | None,
+    dataset: str = "ml-100k",
+) -> None:
     from recstream.replay import replay_movielens
     from recstream.watch import watch_outputs
 
@@ -134,7 +148,8 @@ def run_stack(settings: Settings, *, replay: bool, rate: float, limit: int | Non
             async def show() -> None:
                 tasks = [asyncio.create_task(watch_outputs(settings)), asyncio.create_task(watchdog())]
                 if replay:
-                    tasks.append(asyncio.create_task(replay_movielens(settings, rate=rate, limit=limit)))
+                    replaying = replay_movielens(settings, rate=rate, limit=limit, dataset=dataset)
+                    tasks.append(asyncio.create_task(replaying))
                 try:
                     await asyncio.wait_for(asyncio.gather(*tasks), duration_s)
                 except TimeoutError:

@@ -1,11 +1,17 @@
 """The worker's two agents; ``stream.app`` builds their parts and passes them in.
 
-**events** reads ``views``, ``clicks`` and the internal ``recstream-events`` topic. An input record is parsed
-(:func:`stream.ingest.parse_record`): a bad one goes to ``dead-letters``; a valid one whose record lies in its
-user's partition (:func:`stream.ingest.home_partition`) goes straight to the user's window, any other is
-re-keyed through ``recstream-events`` first, so every user's window lives in one partition and one hop is
-saved for well-keyed input. The window (:func:`stream.window.apply_event`) is stored in the ``windows`` table
-and the new window submitted to the micro-batcher, which scores it and emits the prediction.
+**events** reads ``views``, ``clicks``, the internal ``recstream-events`` topic and ``recstream-control``.
+An input record is parsed (:func:`stream.ingest.parse_record`): a bad one goes to ``dead-letters``; a
+valid one whose record lies in its user's partition (:func:`stream.ingest.home_partition`) goes straight to
+the user's window, any other is re-keyed through ``recstream-events`` first, so every user's window lives in
+one partition and one hop is saved for well-keyed input. The window (:func:`stream.window.apply_event`) is
+stored in the ``windows`` table and the new window submitted to the micro-batcher, which scores it and
+emits the prediction.
+
+A control record (:class:`stream.schemas.ForgetUser`, keyed by user_id, so it reaches the worker that holds
+the user) deletes the user's window and guidance cooldown: table deletions, tombstones in the changelogs.
+
+Logs never name a user: :class:`UserHash` writes a keyed hash instead.
 
 Acking: the agent iterates a ``noack`` stream. Dead letters and re-keyed records are acked once sent; a
 windowed event only after the prediction that accounts for it was produced (the consumer flushes the
@@ -19,7 +25,10 @@ to explain only the windows of the users it will guide (one request per batch), 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -32,7 +41,7 @@ from stream.batcher import MicroBatcher, Origin, retrying
 from stream.ingest import home_partition, parse_record
 from stream.metrics import Metrics
 from stream.policy import attribution_of, build_guidance, decide
-from stream.schemas import DeadLetter, KeyedEvent, Prediction, Scorer, ScoringError
+from stream.schemas import DeadLetter, ForgetUser, KeyedEvent, Prediction, Scorer, ScoringError
 from stream.settings import Settings
 from stream.window import Outcome, UserWindow, apply_event
 
@@ -50,6 +59,16 @@ class Outputs:
     dead_letters: Send
 
 
+class UserHash:
+    """A keyed hash that stands for a user id in logs (HMAC-SHA256, 12 hex digits)."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key or secrets.token_bytes(32)
+
+    def __call__(self, user_id: str) -> str:
+        return hmac.new(self._key, user_id.encode(), hashlib.sha256).hexdigest()[:12]
+
+
 def record_ts_ms(message: Any) -> int:
     """Kafka record timestamp in ms (Faust gives seconds); now when the record has none."""
     timestamp_s = message.timestamp
@@ -59,15 +78,32 @@ def record_ts_ms(message: Any) -> int:
 def events_agent(
     settings: Settings,
     windows: faust.Table,
+    cooldown: faust.Table,
     batcher: MicroBatcher,
     outputs: Outputs,
     metrics: Metrics,
 ) -> Callable[[faust.StreamT[bytes]], Awaitable[None]]:
+    user_hash = UserHash(settings.log_hash_key.get_secret_value().encode())
+
     async def events(stream: faust.StreamT[bytes]) -> None:
         manual = stream.noack()
         async for event in manual.events():
             message = event.message
             received_ms = time.time() * 1000
+            if message.topic == settings.topic_control:
+                try:
+                    request = ForgetUser.model_validate_json(event.value or b"")
+                except ValueError:
+                    where = f"{message.topic}:{message.partition}:{message.offset}"
+                    logger.warning("control record %s is not a request", where)
+                else:
+                    for table in (windows, cooldown):
+                        if request.user_id in table:
+                            del table[request.user_id]  # a tombstone: the changelog forgets too
+                    metrics.forgotten.inc()
+                    logger.info("forgot user %s", user_hash(request.user_id))
+                await manual.ack(event)
+                continue
             if message.topic == settings.topic_events:
                 keyed = KeyedEvent.model_validate_json(event.value)
                 stages_ms = {"ingest": keyed.ingest_ms, "rekey": received_ms - record_ts_ms(message)}
@@ -84,7 +120,8 @@ def events_agent(
                 if isinstance(result, DeadLetter):
                     metrics.events_in.labels(message.topic, "invalid").inc()
                     metrics.dead_letters.labels(result.reason).inc()
-                    logger.info("dead letter %s:%d:%d: %s", result.topic, result.partition, result.offset, result.error)
+                    # not the error text: it may quote the record, and with it a user id
+                    logger.info("dead letter %s:%d:%d", result.topic, result.partition, result.offset)
                     await outputs.dead_letters(event.key, result.to_bytes())
                     await manual.ack(event)
                     continue

@@ -9,7 +9,9 @@ their user's partition re-keyed through ``recstream-events`` first) -> micro-bat
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import socket
 import time
 from typing import Any
 
@@ -36,6 +38,12 @@ PRODUCER_ACKS = -1
 METRICS_INTERVAL_S = 10.0
 
 _RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+
+
+def default_instance_id(settings: Settings) -> str:
+    """Stable across restarts of one worker (its host and its state folder), distinct for two workers."""
+    folder = hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:12]
+    return f"{settings.app_id}-{socket.gethostname()}-{folder}"
 
 
 class _Scoring(Service):
@@ -68,6 +76,9 @@ def build_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         topic_disable_leader=True,
         producer_acks=PRODUCER_ACKS,
         producer_linger=settings.producer_linger_ms / 1000,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.session_timeout_s / 4,
+        consumer_group_instance_id=settings.group_instance_id or default_instance_id(settings),
         web_bind=settings.web_host,
         web_port=settings.web_port,
         # Faust's own views would show any user's window (/table/) and the partition map (/router/)
@@ -82,7 +93,7 @@ def build_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         recovery_consistency_check=False,
     )
     setattr(app, kafka.FETCH_MAX_WAIT_ATTR, settings.consumer_fetch_max_wait_ms)
-    events_in = app.topic(*input_topics(settings), settings.topic_events, **_RAW)
+    events_in = app.topic(*input_topics(settings), settings.topic_events, settings.topic_control, **_RAW)
     events = app.topic(settings.topic_events, **_RAW)
     predictions = app.topic(settings.topic_predictions, **_RAW)
     guidance = app.topic(settings.topic_guidance, **_RAW)
@@ -131,7 +142,7 @@ def build_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         return lambda key, value: topic.send(key=key, value=value)
 
     outputs = Outputs(events=sender(events), guidance=sender(guidance), dead_letters=sender(dead_letters))
-    app.agent(events_in, name="events")(events_agent(settings, windows, batcher, outputs, metrics))
+    app.agent(events_in, name="events")(events_agent(settings, windows, cooldown, batcher, outputs, metrics))
     app.agent(predictions, name="policy")(policy_agent(settings, windows, cooldown, scorer, outputs, metrics))
     add_views(app, scorer, metrics)
 

@@ -67,8 +67,15 @@ class PendingPrediction:
     stages_ms: dict[str, float] = field(default_factory=dict)
     submitted_at: float = 0.0
 
-    def add(self, window: Sequence[WindowEvent], event: WindowEvent, ack: Ack, origin: Origin,
-            stages_ms: dict[str, float], now: float) -> None:  # fmt: skip
+    def add(
+        self,
+        window: Sequence[WindowEvent],
+        event: WindowEvent,
+        ack: Ack,
+        origin: Origin,
+        stages_ms: dict[str, float],
+        now: float,
+    ) -> None:
         self.window = window
         self.event_ids.append(event.event_id)
         self.newest_record_ts_ms = max(self.newest_record_ts_ms, event.record_ts_ms)

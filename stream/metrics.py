@@ -31,6 +31,7 @@ class Metrics:
             "valid events whose record was not in their user's partition, sent through the internal topic",
             registry=registry,
         )
+        self.forgotten = Counter("recstream_forgotten_users", "forget requests carried out", registry=registry)
         self.predictions = Counter("recstream_predictions", "predictions emitted", registry=registry)
         self.guidance = Counter("recstream_guidance", "guidance emitted", ["action"], registry=registry)
         self.scorer_failures = Counter(

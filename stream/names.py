@@ -30,6 +30,7 @@ def topic_names(settings: Settings) -> dict[str, int]:
         settings.topic_predictions,
         settings.topic_guidance,
         settings.topic_dead_letters,
+        settings.topic_control,
         # table changelogs (should be compacted where the broker supports it)
         changelog_topic(settings, WINDOWS_TABLE),
         changelog_topic(settings, COOLDOWN_TABLE),

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -91,6 +91,14 @@ class KeyedEvent(_Message):
     user_id: str
     event: WindowEvent
     ingest_ms: float = Field(0.0, description="record timestamp of the input to the worker reading it")
+
+
+class ForgetUser(_Message):
+    """A record of the control topic, keyed by user_id: delete every state the workers keep of the user."""
+
+    action: Literal["forget"] = "forget"
+    user_id: str = Field(min_length=1, max_length=256)
+    requested_at: float
 
 
 class ModelRef(_Message):

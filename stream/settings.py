@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     topic_predictions: str = "predictions"
     topic_guidance: str = "guidance"
     topic_dead_letters: str = "dead-letters"
+    topic_control: str = Field(
+        "recstream-control", description="requests to the workers, keyed by user_id (e.g. forget a user)"
+    )
     app_id: str = "recstream"
     embedded_broker: Literal["noida", "tansu"] = Field(
         "noida", description="the broker `recstream up` and `recstream broker` start (docs/BENCHMARKS.md compares them)"
@@ -43,6 +46,21 @@ class Settings(BaseSettings):
     triton_timeout_s: float = 10.0
 
     # --- worker ---
+    session_timeout_s: float = Field(
+        8.0,
+        gt=0,
+        description="a worker that stops heartbeating (or stops cleanly: static members do not leave the group) "
+        "loses its partitions after this long",
+    )
+    group_instance_id: str | None = Field(
+        None,
+        description="static group membership: a worker restarted with the same id gets its partitions back at once "
+        "(default: host name and data_dir, stable across restarts, distinct per worker)",
+    )
+    log_hash_key: SecretStr = Field(
+        SecretStr(""),
+        description="key of the hash that stands for a user id in logs (empty: a new random key per process)",
+    )
     web_host: str = Field("127.0.0.1", description="address the worker's web server binds (0.0.0.0: every one)")
     web_port: int = 6066
     data_dir: Path = Field(Path("var/worker"), description="RocksDB table state of the worker")
