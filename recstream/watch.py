@@ -1,4 +1,4 @@
-"""Show what the stack emits: one line per prediction, guidance and dead letter."""
+"""Show what the stack emits: a line per prediction (cut to the terminal's width), guidance and dead letter."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 
 from stream.settings import Settings
+from stream.titles import readable_title
 
 logger = logging.getLogger(__name__)
 
@@ -16,7 +17,9 @@ logger = logging.getLogger(__name__)
 def describe(topic: str, message: dict, settings: Settings) -> str:
     """A one-line, human-readable summary of an output message."""
     if topic == settings.topic_predictions:
-        items = ", ".join(i.get("title") or i["item_id"] for i in message["next_items"][:3])
+        items = ", ".join(
+            readable_title(i["title"]) if i.get("title") else i["item_id"] for i in message["next_items"][:3]
+        )
         action = max(message["next_action"], key=message["next_action"].get)
         return (
             f"[cyan]prediction[/] user {message['user_id']} ({message['window']['events']} events, "
@@ -36,6 +39,9 @@ async def watch_outputs(settings: Settings, console: Console | None = None) -> N
     await consumer.start()
     try:
         async for record in consumer:
-            console.print(describe(record.topic, orjson.loads(record.value), settings), highlight=False)
+            line = describe(record.topic, orjson.loads(record.value), settings)
+            # a prediction is one line, cut to fit; guidance and dead letters wrap, their text is the point
+            one_line = record.topic == settings.topic_predictions
+            console.print(line, highlight=False, no_wrap=one_line, overflow="ellipsis" if one_line else "fold")
     finally:
         await consumer.stop()

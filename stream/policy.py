@@ -27,6 +27,7 @@ from enum import StrEnum
 
 from stream.schemas import Attribution, EventType, Explained, Guidance, Prediction, ScoredItem, WindowEvent
 from stream.settings import Settings
+from stream.titles import readable_title
 from stream.window import cart_items
 
 #: How many window events an explanation names.
@@ -122,7 +123,8 @@ def _known_titles(prediction: Prediction, attribution: Sequence[Attribution]) ->
 
 
 def _name(item_id: str, titles: dict[str, str]) -> str:
-    return titles.get(item_id) or f"item {item_id}"
+    title = titles.get(item_id)
+    return readable_title(title) if title else f"item {item_id}"
 
 
 def _behaviour(attribution: Sequence[Attribution], titles: dict[str, str]) -> str:
