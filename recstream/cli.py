@@ -51,6 +51,7 @@ def main(ctx: typer.Context, **overrides: Any) -> None:
         datefmt="%H:%M:%S",
         handlers=[RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)],
     )
+    ctx.meta["flags"] = overrides
     ctx.obj = Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -158,6 +159,33 @@ for _name, _source in MOVIELENS.items():
 replay_app.command("movielens", help="The same as `recstream replay ml-100k` (MovieLens-100K).")(
     _replay_command(DEFAULT_DATASET)
 )
+
+
+@app.command()
+def config(ctx: typer.Context) -> None:
+    """Show the effective settings and where each came from (flag, environment, .env or default)."""
+    from rich.table import Table
+
+    from recstream.status import effective_settings
+
+    table = Table("setting", "value", "from", "what", box=None, pad_edge=False)
+    for row in effective_settings(ctx.obj, ctx.meta["flags"]):
+        table.add_row(row.name, row.value, row.source, row.description)
+    Console().print(table)
+
+
+@app.command()
+def status(ctx: typer.Context) -> None:
+    """Show whether the broker, Triton and the worker are up, the worker's lag and the model version it serves."""
+    from recstream.status import stack_status
+
+    parts = asyncio.run(stack_status(ctx.obj))
+    console = Console()
+    for part in parts:
+        mark = "[green]ok[/]  " if part.ok else "[red]down[/]"
+        console.print(f"{mark} {part.part:<7} {part.detail}", highlight=False)
+    if not all(part.ok for part in parts):
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -62,7 +62,10 @@ class TritonServer(ChildProcess):
         if not os.access(binary, os.X_OK):
             raise StackError(f"triton: no executable tritonserver at {binary} (reinstall nvidia-pytriton)")
         if not (self._repository / s.model_name / "config.pbtxt").is_file():
-            raise StackError(f"triton: no model {s.model_name!r} (config.pbtxt) in {self._repository}")
+            raise StackError(
+                f"triton: no model {s.model_name!r} (config.pbtxt) in {self._repository}; "
+                "set --model-repository or RECSTREAM_MODEL_REPOSITORY"
+            )
         ports = {"HTTP": s.triton_http_port, "gRPC": s.triton_grpc_port, "metrics": s.triton_metrics_port}
         if len(set(ports.values())) < len(ports):
             raise StackError(f"triton: the HTTP, gRPC and metrics ports must differ, got {ports}")

@@ -9,10 +9,20 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class Settings(BaseSettings):
-    """Everything the broker, Triton launcher and worker need; built once and passed in through constructors."""
+#: The project's own model repository, wherever the project is installed from source (editable installs).
+PROJECT_MODEL_REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
+#: Where settings are read from besides the environment (pydantic-settings' dotenv support).
+ENV_FILE = ".env"
 
-    model_config = SettingsConfigDict(env_prefix="RECSTREAM_", frozen=True, extra="ignore")
+
+class Settings(BaseSettings):
+    """Everything the broker, Triton launcher, worker and trainer need; built once and passed in through
+    constructors. Sources, strongest first: command-line flags, ``RECSTREAM_*`` environment variables, a
+    ``.env`` file in the current directory, the defaults below."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RECSTREAM_", env_file=ENV_FILE, env_file_encoding="utf-8", frozen=True, extra="ignore"
+    )
 
     # --- Kafka ---
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -42,7 +52,9 @@ class Settings(BaseSettings):
     triton_grpc_port: int = 8001
     triton_metrics_port: int = 8002
     model_name: str = "recstream"
-    model_repository: Path = Path("model_repository")
+    model_repository: Path = Field(
+        PROJECT_MODEL_REPOSITORY, description="Triton model repository (the model is its <model_name> folder)"
+    )
     triton_timeout_s: float = 10.0
 
     # --- worker ---

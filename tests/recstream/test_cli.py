@@ -6,16 +6,18 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from recstream.processes import free_ports
 from recstream.stack import settings_env
-from stream.settings import Settings
+from stream.settings import PROJECT_MODEL_REPOSITORY, Settings
 
 
-def recstream(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def recstream(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "recstream", *args], capture_output=True, text=True, timeout=60, env=env
+        [sys.executable, "-m", "recstream", *args], capture_output=True, text=True, timeout=60, env=env, cwd=cwd
     )
 
 
@@ -45,3 +47,28 @@ def test_a_missing_broker_binary_is_one_error_line() -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("error: broker: tansu binary not found") and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_config_shows_each_setting_and_where_it_came_from(tmp_path: Path) -> None:
+    """Run from another directory: flags beat the environment, which beats .env, which beats the defaults."""
+    (tmp_path / ".env").write_text("RECSTREAM_TOP_K=3\nRECSTREAM_MAX_BATCH_SIZE=16\n")
+    env = dict(os.environ, RECSTREAM_TOP_K="7", COLUMNS="200")
+    result = recstream("--web-port", "7000", "config", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line.split()[1:3] for line in result.stdout.splitlines()[1:] if line.strip()}
+    assert rows["web_port"] == ["7000", "flag"]
+    assert rows["top_k"] == ["7", "environment"]
+    assert rows["max_batch_size"] == ["16", ".env"]
+    assert rows["partitions"] == ["4", "default"]
+    assert rows["model_repository"] == [str(PROJECT_MODEL_REPOSITORY), "default"], "found from any directory"
+
+
+def test_status_names_every_part_that_is_down() -> None:
+    broker, grpc, web = free_ports(3)
+    env = dict(os.environ, COLUMNS="200")
+    args = ["--bootstrap-servers", f"127.0.0.1:{broker}", "--triton-url", f"127.0.0.1:{grpc}", "--web-port", str(web)]
+    result = recstream(*args, "status", env=env)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [["down", "broker"], ["down", "triton"], ["down", "worker"]]
+    assert "Traceback" not in result.stdout + result.stderr
