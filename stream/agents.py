@@ -39,6 +39,7 @@ import faust
 
 from stream.batcher import MicroBatcher, Origin, retrying
 from stream.ingest import home_partition, parse_record
+from stream.live import LiveFeed
 from stream.metrics import Metrics
 from stream.policy import attribution_of, build_guidance, decide
 from stream.schemas import DeadLetter, ForgetUser, KeyedEvent, Prediction, Scorer, ScoringError
@@ -169,6 +170,7 @@ def policy_agent(
     scorer: Scorer,
     outputs: Outputs,
     metrics: Metrics,
+    feed: LiveFeed,
 ) -> Callable[[faust.StreamT[bytes]], Awaitable[None]]:
     never = asyncio.Event()  # the agent is cancelled on shutdown; until then an explanation is worth waiting for
 
@@ -202,5 +204,6 @@ def policy_agent(
                 cooldown[prediction.user_id] = prediction.emitted_at
                 await outputs.guidance(prediction.user_id.encode(), guidance.to_bytes())
                 metrics.guidance.labels(action.value).inc()
+                feed.add_guidance(guidance)
 
     return policy

@@ -22,6 +22,7 @@ from stream import kafka
 from stream.agents import Outputs, events_agent, policy_agent
 from stream.batcher import MicroBatcher, PendingPrediction
 from stream.ingest import dead_letter
+from stream.live import LiveFeed
 from stream.metrics import Metrics
 from stream.names import COOLDOWN_TABLE, WINDOWS_TABLE, input_topics
 from stream.outputs import build_prediction
@@ -143,8 +144,10 @@ def build_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
 
     outputs = Outputs(events=sender(events), guidance=sender(guidance), dead_letters=sender(dead_letters))
     app.agent(events_in, name="events")(events_agent(settings, windows, cooldown, batcher, outputs, metrics))
-    app.agent(predictions, name="policy")(policy_agent(settings, windows, cooldown, scorer, outputs, metrics))
-    add_views(app, scorer, metrics)
+    feed = LiveFeed(metrics)
+    policy = policy_agent(settings, windows, cooldown, scorer, outputs, metrics, feed)
+    app.agent(predictions, name="policy")(policy)
+    add_views(app, scorer, metrics, feed)
 
     @app.timer(interval=METRICS_INTERVAL_S)
     async def sample_lag_and_tables() -> None:

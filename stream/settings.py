@@ -8,7 +8,6 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 #: The project's own model repository, wherever the project is installed from source (editable installs).
 PROJECT_MODEL_REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
 #: Where settings are read from besides the environment (pydantic-settings' dotenv support).

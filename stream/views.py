@@ -1,4 +1,5 @@
-"""The worker's web views: ``/health`` (200 only once it consumes and the model is ready) and ``/metrics``.
+"""The worker's web views: ``/`` (the live page), ``/live.json`` (its data), ``/health`` (200 only once it
+consumes and the model is ready) and ``/metrics`` (Prometheus).
 
 Faust's own views (tables, router, graph, stats) are switched off in ``stream.app``: they would show any
 user's window to whoever reaches the port.
@@ -7,11 +8,13 @@ user's window to whoever reaches the port.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from stream.live import PAGE, LiveFeed
 from stream.metrics import Metrics
 from stream.schemas import Scorer
 
@@ -31,7 +34,17 @@ async def not_ready_reason(app: faust.App, scorer: Scorer) -> str | None:
     return None if ready else "scorer not ready"
 
 
-def add_views(app: faust.App, scorer: Scorer, metrics: Metrics) -> None:
+def add_views(app: faust.App, scorer: Scorer, metrics: Metrics, feed: LiveFeed) -> None:
+    page = PAGE.read_bytes()
+
+    @app.page("/")
+    async def live(web: View, request: Request) -> Response:
+        return web.bytes(page, content_type="text/html", headers={"Cache-Control": "no-store"})
+
+    @app.page("/live.json")
+    async def live_data(web: View, request: Request) -> Response:
+        return web.json(feed.snapshot(time.time()), headers={"Cache-Control": "no-store"})
+
     @app.page("/health")
     async def health(web: View, request: Request) -> Response:
         reason = await not_ready_reason(app, scorer)
