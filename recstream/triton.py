@@ -121,6 +121,9 @@ class TritonServer(ChildProcess):
         libs = [str(sysconfig.get_config_var("LIBDIR")), str(pytriton.parent / "nvidia_pytriton.libs")]
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = ":".join([*libs, *filter(None, [env.get("LD_LIBRARY_PATH")])])
+        # config.pbtxt's KIND_AUTO would give a GPU instance on a machine with one; the embedded stack's
+        # onnxruntime is the CPU build, so this Triton sees no GPU (production: NVIDIA's image, onnxruntime-gpu)
+        env["CUDA_VISIBLE_DEVICES"] = ""
         return env
 
     def wait_ready(self, timeout_s: float = 120.0) -> None:

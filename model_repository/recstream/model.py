@@ -1,15 +1,16 @@
 """Triton python backend of the recstream model, shared by all versions (each ``<N>/model.py`` links here).
 
 Runs inside Triton's python stub, so it imports nothing from this project. One ``execute`` call scores
-every row of every request of the dynamic batch together: one encoder run for the windows and one for
-all their occluded variants (the attribution).
+every row of every request of the dynamic batch together: one encoder run for all windows, then one for
+the occluded variants (the attribution) of the rows whose request asked for ATTRIBUTION. Each response
+carries only the outputs its request asked for (all of them when the client named none: Triton's rule).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnxruntime as ort
@@ -20,18 +21,64 @@ EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase")
 
 INPUTS = ("ITEM_IDS", "EVENT_TYPES", "TIMESTAMPS")
 OUTPUTS = ("TOP_ITEMS", "TOP_SCORES", "TOP_TITLES", "NEXT_ACTION", "ATTRIBUTION", "INPUT_TITLES")
+#: Outputs aligned with the input positions ([B, L]); the others are [B, top_k] or [B, 4].
+_PER_POSITION = frozenset({"ATTRIBUTION", "INPUT_TITLES"})
 #: Occluded windows per encoder call (memory bound: rows x L x H floats of item vectors).
 _OCCLUSION_ROWS = 2048
 _EVENT_CODES: dict[bytes, int] = {name.encode(): i + 1 for i, name in enumerate(EVENT_TYPES)}
+
+Providers = list[tuple[str, dict[str, Any]]]
 
 
 class RequestError(ValueError):
     """A request that cannot be scored; only that request gets the error."""
 
 
+class ProviderError(RuntimeError):
+    """The instance Triton asks for cannot run with this onnxruntime (``initialize`` fails with it)."""
+
+
+def execution_providers(kind: str, device_id: int, available: list[str]) -> Providers:
+    """onnxruntime providers for a Triton instance of ``kind`` ("GPU", "CPU", ...) on ``device_id``.
+
+    A GPU instance runs the encoder with CUDA on its device (CPU for the operators CUDA lacks); any other
+    kind runs on the CPU. A GPU instance without onnxruntime's CUDA provider is an error, never a silent
+    CPU fallback.
+    """
+    if kind != "GPU":
+        return [("CPUExecutionProvider", {})]
+    if "CUDAExecutionProvider" not in available:
+        raise ProviderError(
+            f"Triton gave this instance GPU {device_id} (KIND_GPU), but onnxruntime {ort.__version__} has no "
+            f"CUDAExecutionProvider (it has {available}): install onnxruntime-gpu in the model's environment, "
+            "or serve on the CPU (an instance_group of KIND_CPU, or no visible GPU: CUDA_VISIBLE_DEVICES=)"
+        )
+    return [("CUDAExecutionProvider", {"device_id": device_id}), ("CPUExecutionProvider", {})]
+
+
+def session_options(intra_op_threads: int, inter_op_threads: int) -> ort.SessionOptions:
+    """All graph optimisations, operators run one after the other, each on ``intra_op_threads`` threads
+    (0 = onnxruntime's default: one per core). ``inter_op_threads`` only matters in parallel execution mode."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = inter_op_threads
+    return options
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+class _Parsed(NamedTuple):
+    index: int  # of the request in execute's list
+    rows: np.ndarray  # int64 [B, L] embedding rows (0 = padding/unknown)
+    codes: np.ndarray  # int64 [B, L] event codes (0 = padding)
+    ages: np.ndarray  # float64 [B, L] seconds to the row's newest event
+    mask: np.ndarray  # bool [B, L] real events
+    outputs: frozenset[str]  # the output names the request asked for
 
 
 class TritonPythonModel:
@@ -46,11 +93,24 @@ class TritonPythonModel:
             if output is None:
                 raise pb_utils.TritonModelException(f"config.pbtxt has no output {name}")
             self.output_dtypes[name] = pb_utils.triton_string_to_numpy(output["data_type"])
-        self.top_k = int(config["parameters"]["top_k"]["string_value"])
-        self.attribution_max_events = int(config["parameters"]["attribution_max_events"]["string_value"])
+        parameters = {key: value["string_value"] for key, value in config["parameters"].items()}
+        self.top_k = int(parameters["top_k"])
+        self.attribution_max_events = int(parameters["attribution_max_events"])
 
+        kind, device_id = args["model_instance_kind"], int(args["model_instance_device_id"])
+        try:
+            providers = execution_providers(kind, device_id, ort.get_available_providers())
+        except ProviderError as exc:
+            raise pb_utils.TritonModelException(str(exc)) from exc
+        options = session_options(int(parameters["intra_op_num_threads"]), int(parameters["inter_op_num_threads"]))
         version_dir = Path(args["model_repository"]) / args["model_version"]
-        self.session = ort.InferenceSession(str(version_dir / "encoder.onnx"), providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(version_dir / "encoder.onnx"), options, providers=providers)
+        # onnxruntime falls back to the CPU when CUDA cannot start (say, a missing libcudnn): not on a GPU instance
+        if providers[0][0] not in self.session.get_providers():
+            raise pb_utils.TritonModelException(
+                f"onnxruntime could not start {providers[0][0]} for instance {args['model_instance_name']} "
+                f"(got {self.session.get_providers()}); see the onnxruntime errors above"
+            )
         self.embeddings: np.ndarray = np.load(version_dir / "item_embeddings.npy").astype(np.float32)
         items = json.loads((version_dir / "items.json").read_bytes())  # UTF-8; the stub runs without a locale
         ids: list[str] = items["item_ids"]
@@ -63,14 +123,16 @@ class TritonPythonModel:
         self.item_ids = np.array([b"", *(item.encode() for item in ids)], dtype=object)
         self.titles = np.array([b"", *((t or "").encode() for t in items["titles"])], dtype=object)
         pb_utils.Logger.log_info(
-            f"recstream version {args['model_version']}: {len(ids)} items, "
-            f"H={self.embeddings.shape[1]}, top_k={self.top_k}"
+            f"recstream version {args['model_version']}: {len(ids)} items, H={self.embeddings.shape[1]}, "
+            f"top_k={self.top_k}; instance {args['model_instance_name']} kind {kind} device {device_id}, "
+            f"onnxruntime providers {self.session.get_providers()}, "
+            f"threads intra {options.intra_op_num_threads} inter {options.inter_op_num_threads}"
         )
 
     # --- requests -> one batch -------------------------------------------------------------------------
 
-    def _read(self, request: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(rows, event codes, ages, mask) of one request, each [B, L]; raises RequestError.
+    def _read(self, index: int, request: Any) -> _Parsed:
+        """The arrays of one request, each [B, L], and the outputs it asked for; raises RequestError.
 
         String tensors arrive as object arrays of bytes; the python work is per distinct id, not per item.
         """
@@ -96,14 +158,16 @@ class TritonPythonModel:
             raise RequestError("TIMESTAMPS must be finite for real events")
         newest = np.where(mask, ts, -np.inf).max(axis=1, keepdims=True)
         ages = np.where(mask, newest - ts, 0.0)
-        return rows, codes, ages, mask
+        # Triton fills in every output when the client names none; the fallback only guards that rule
+        outputs = frozenset(request.requested_output_names()) or frozenset(OUTPUTS)
+        return _Parsed(index, rows, codes, ages, mask, outputs)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses: list[Any] = [None] * len(requests)
-        parsed: list[tuple[int, tuple[np.ndarray, ...]]] = []
+        parsed: list[_Parsed] = []
         for i, request in enumerate(requests):
             try:
-                parsed.append((i, self._read(request)))
+                parsed.append(self._read(i, request))
             except RequestError as exc:
                 responses[i] = pb_utils.InferenceResponse(
                     error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
@@ -113,33 +177,36 @@ class TritonPythonModel:
                 self._score_all(parsed, responses)
             except Exception as exc:  # the whole batch failed: every request still gets its own response
                 pb_utils.Logger.log_error(f"recstream scoring failed: {exc!r}")
-                for i, _ in parsed:
-                    responses[i] = pb_utils.InferenceResponse(
+                for p in parsed:
+                    responses[p.index] = pb_utils.InferenceResponse(
                         error=pb_utils.TritonError(f"recstream scoring failed: {exc}")
                     )
         return responses
 
-    def _score_all(self, parsed: list[tuple[int, tuple[np.ndarray, ...]]], responses: list[Any]) -> None:
-        # Requests of a dynamic batch normally share the window length; left-pad to the longest anyway.
-        length = max(p[0].shape[1] for _, p in parsed)
+    def _score_all(self, parsed: list[_Parsed], responses: list[Any]) -> None:
+        # Requests of one dynamic batch may differ in window length (ragged batching): left-pad to the longest.
+        length = max(p.rows.shape[1] for p in parsed)
 
-        def stack(k: int, dtype: type) -> np.ndarray:
-            return np.concatenate(
-                [np.pad(p[k], ((0, 0), (length - p[k].shape[1], 0))).astype(dtype) for _, p in parsed]
-            )
+        def stack(field: str, dtype: type) -> np.ndarray:
+            arrays = [getattr(p, field) for p in parsed]
+            return np.concatenate([np.pad(a, ((0, 0), (length - a.shape[1], 0))).astype(dtype) for a in arrays])
 
-        rows, codes, ages, mask = stack(0, np.int64), stack(1, np.int64), stack(2, np.float32), stack(3, bool)
-        outputs = self._score(rows, codes, ages, mask)
+        rows, codes = stack("rows", np.int64), stack("codes", np.int64)
+        ages, mask = stack("ages", np.float32), stack("mask", bool)
+        attribute = np.concatenate([np.full(p.rows.shape[0], "ATTRIBUTION" in p.outputs) for p in parsed])
+        outputs = self._score(rows, codes, ages, mask, attribute)
         start = 0
-        for i, p in parsed:
-            batch, width = p[0].shape
+        for p in parsed:
+            batch, width = p.rows.shape
             tensors = []
-            for name, value in outputs.items():
-                part = value[start : start + batch]
-                if name in ("ATTRIBUTION", "INPUT_TITLES"):
+            for name in OUTPUTS:  # the config's order, only those asked for
+                if name not in p.outputs:
+                    continue
+                part = outputs[name][start : start + batch]
+                if name in _PER_POSITION:
                     part = part[:, length - width :]
                 tensors.append(pb_utils.Tensor(name, part.astype(self.output_dtypes[name])))
-            responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
+            responses[p.index] = pb_utils.InferenceResponse(output_tensors=tensors)
             start += batch
 
     # --- the model ---------------------------------------------------------------------------------------
@@ -158,7 +225,10 @@ class TritonPythonModel:
         )
         return user_vec, action_logits
 
-    def _score(self, rows: np.ndarray, codes: np.ndarray, ages: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    def _score(
+        self, rows: np.ndarray, codes: np.ndarray, ages: np.ndarray, mask: np.ndarray, attribute: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Every output for every row [N, L], except ATTRIBUTION: computed for the ``attribute`` rows only."""
         catalogue = self.embeddings[1:]
         user_vec, action_logits = self._encode(rows, codes, ages, mask)
         logits = user_vec @ catalogue.T  # [N, C]
@@ -177,7 +247,7 @@ class TritonPythonModel:
             "TOP_SCORES": np.where(excluded, 0.0, top_scores),
             "TOP_TITLES": self.titles[top_rows],
             "NEXT_ACTION": _softmax(action_logits),
-            "ATTRIBUTION": self._attribution(rows, codes, ages, mask, user_vec, top[:, 0]),
+            "ATTRIBUTION": self._attribution(rows, codes, ages, mask, user_vec, top[:, 0], attribute),
             "INPUT_TITLES": self.titles[np.where(mask, rows, 0)],
         }
 
@@ -189,20 +259,24 @@ class TritonPythonModel:
         mask: np.ndarray,
         user_vec: np.ndarray,
         top1: np.ndarray,
+        attribute: np.ndarray,
     ) -> np.ndarray:
         """Occlusion: top-1 logit of the window minus the same logit with one event masked out.
 
-        Only the newest ``attribution_max_events`` events of a window are occluded (the cost grows with
-        rows x occluded events); older events get 0. All variants of all rows run as one encoder batch (in
-        chunks of _OCCLUSION_ROWS, which bound the memory of big batches). A row's only event gets the whole
-        logit (masking it leaves no evidence, taken as logit 0). Padding gets 0.
+        Only the ``attribute`` rows (bool [N]) are attributed, the others get 0 (their requests did not ask
+        for it), and only the newest ``attribution_max_events`` events of a window are occluded (the cost
+        grows with rows x occluded events); older events get 0. All variants of all rows run as one encoder
+        batch (in chunks of _OCCLUSION_ROWS, which bound the memory of big batches). A row's only event gets
+        the whole logit (masking it leaves no evidence, taken as logit 0). Padding gets 0.
         """
+        attribution = np.zeros(rows.shape, dtype=np.float32)
+        if not attribute.any():
+            return attribution
         top_vecs = self.embeddings[top1 + 1]  # [N, H]
         full_logit = (user_vec * top_vecs).sum(axis=1)  # [N]
-        attribution = np.zeros(rows.shape, dtype=np.float32)
         counts = mask.sum(axis=1)
         newest = np.arange(rows.shape[1]) >= rows.shape[1] - self.attribution_max_events  # left-padded rows
-        r, pos = np.nonzero(mask & newest[None, :] & (counts > 1)[:, None])
+        r, pos = np.nonzero(mask & newest[None, :] & (attribute & (counts > 1))[:, None])
         for chunk in range(0, r.size, _OCCLUSION_ROWS):
             cr, cpos = r[chunk : chunk + _OCCLUSION_ROWS], pos[chunk : chunk + _OCCLUSION_ROWS]
             keep = mask[cr].copy()
@@ -212,6 +286,6 @@ class TritonPythonModel:
             kept_ages = np.where(keep, kept_ages - kept_ages.min(axis=1, keepdims=True), 0.0)
             occluded_vec, _ = self._encode(np.where(keep, rows[cr], 0), np.where(keep, codes[cr], 0), kept_ages, keep)
             attribution[cr, cpos] = full_logit[cr] - (occluded_vec * top_vecs[cr]).sum(axis=1)
-        single = counts == 1
+        single = attribute & (counts == 1)
         attribution[single] = np.where(mask[single], full_logit[single, None], 0.0)
         return attribution

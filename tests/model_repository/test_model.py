@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import re
-import sys
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +16,19 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
-from recstream.triton import _pytriton_dir
-from stream.schemas import EVENT_TYPES, WindowEvent
+from stream.schemas import EVENT_TYPES
 from stream.settings import Settings
-from stream.triton_client import TritonScorer
+from tests.model_repository.backend import load_model_module
 from tests.model_repository.tiny_version import MODEL_DIR, item_ids, serve
 
 pytestmark = pytest.mark.integration
 
 IDS = item_ids()
 T0 = 1_700_000_000.0
+OUTPUTS = ("TOP_ITEMS", "TOP_SCORES", "TOP_TITLES", "NEXT_ACTION", "ATTRIBUTION", "INPUT_TITLES")
+#: what a prediction needs (one encoder pass), and what guidance needs (occlusion: one more pass per event)
+PREDICT = ("TOP_ITEMS", "TOP_SCORES", "TOP_TITLES", "NEXT_ACTION")
+EXPLAIN = ("TOP_ITEMS", "ATTRIBUTION", "INPUT_TITLES")
 
 #: config.pbtxt's attribution_max_events: the newest events that occlusion attributes
 ATTRIBUTED_EVENTS = int(
@@ -47,15 +50,42 @@ def _inputs(ids: list[list[str]], types: list[list[str]], stamps: list[list[floa
     return inputs
 
 
-def infer(settings: Settings, ids: list[list[str]], types: list[list[str]], stamps: list[list[float]]) -> dict:
+def _requested(outputs: Sequence[str] | None) -> list[grpcclient.InferRequestedOutput] | None:
+    return None if outputs is None else [grpcclient.InferRequestedOutput(name) for name in outputs]
+
+
+def _arrays(result: grpcclient.InferResult) -> dict[str, np.ndarray]:
+    """Every output the response carries (and only those), by name."""
+    return {output.name: result.as_numpy(output.name) for output in result.get_response().outputs}
+
+
+def infer(
+    settings: Settings,
+    ids: list[list[str]],
+    types: list[list[str]],
+    stamps: list[list[float]],
+    outputs: Sequence[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """One request; ``outputs`` None names no outputs (the naive client: Triton sends them all)."""
     with grpcclient.InferenceServerClient(settings.triton_url) as client:
-        result = client.infer(settings.model_name, _inputs(ids, types, stamps))
-    names = ("TOP_ITEMS", "TOP_SCORES", "TOP_TITLES", "NEXT_ACTION", "ATTRIBUTION", "INPUT_TITLES")
-    return {name: result.as_numpy(name) for name in names}
+        result = client.infer(settings.model_name, _inputs(ids, types, stamps), outputs=_requested(outputs))
+    return _arrays(result)
 
 
 def pad(row: list, length: int, value: object) -> list:
     return [value] * (length - len(row)) + row
+
+
+Window = tuple[list[str], list[str], list[float]]
+
+
+def padded(windows: Sequence[Window], length: int) -> tuple[list[list[str]], list[list[str]], list[list[float]]]:
+    """The request's three inputs: the windows left-padded to ``length``."""
+    return (
+        [pad(ids, length, "") for ids, _, _ in windows],
+        [pad(types, length, "") for _, types, _ in windows],
+        [pad(stamps, length, 0.0) for _, _, stamps in windows],
+    )
 
 
 class Reference:
@@ -116,16 +146,34 @@ def reference(tiny_triton: Settings) -> Reference:
     return Reference(tiny_triton.model_repository / tiny_triton.model_name / "1")
 
 
+def check_row(out: dict[str, np.ndarray], row: int, window: Window, expected: dict, titles: list) -> None:
+    """Row ``row`` of a response equals the reference's ``expected`` for ``window``, for each output it carries."""
+    ids = window[0]
+    n, k = len(ids), 50
+    if "TOP_ITEMS" in out:
+        top_items = [item.decode() for item in out["TOP_ITEMS"][row]]
+        assert top_items == [IDS[i] for i in expected["order"][:k]]
+        assert not set(top_items) & set(ids)
+    if "TOP_SCORES" in out:
+        scores = out["TOP_SCORES"][row]
+        assert np.all(np.diff(scores) <= 0) and scores.sum() <= 1.0
+        np.testing.assert_allclose(scores, expected["probs"][expected["order"][:k]], rtol=1e-4)
+    if "TOP_TITLES" in out:
+        assert [t.decode() for t in out["TOP_TITLES"][row]] == [titles[i] or "" for i in expected["order"][:k]]
+    if "NEXT_ACTION" in out:
+        np.testing.assert_allclose(out["NEXT_ACTION"][row], expected["next_action"], rtol=1e-4)
+    if "ATTRIBUTION" in out:
+        np.testing.assert_allclose(out["ATTRIBUTION"][row, -n:], expected["attribution"], rtol=1e-3, atol=1e-5)
+        assert np.all(out["ATTRIBUTION"][row, :-n] == 0)
+    if "INPUT_TITLES" in out:
+        length = out["INPUT_TITLES"].shape[1]
+        assert [t.decode() for t in out["INPUT_TITLES"][row]] == [""] * (length - n) + expected["titles"]
+
+
 def test_event_types_match_the_schema() -> None:
     """model.py cannot import stream.schemas; its copy of the order must not drift."""
-    utils = _pytriton_dir() / "tritonserver" / "backends" / "python" / "triton_python_backend_utils.py"
-    for name, path in (("triton_python_backend_utils", utils), ("recstream_model", MODEL_DIR / "model.py")):
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    assert sys.modules["recstream_model"].EVENT_TYPES == EVENT_TYPES
+    assert load_model_module().EVENT_TYPES == EVENT_TYPES
+    assert load_model_module().OUTPUTS == OUTPUTS
 
 
 def test_output_shapes(tiny_triton: Settings) -> None:
@@ -155,28 +203,91 @@ def test_matches_reference(tiny_triton: Settings, reference: Reference) -> None:
         ([IDS[9]], ["click"], [T0]),  # a single event carries the whole logit
         (IDS[20:34], ["view", "click"] * 7, [T0 + 60 * j for j in range(14)]),  # older events not attributed
     ]
-    length = 16
-    out = infer(
-        tiny_triton,
-        [pad(ids, length, "") for ids, _, _ in windows],
-        [pad(types, length, "") for _, types, _ in windows],
-        [pad(stamps, length, 0.0) for _, _, stamps in windows],
-    )
-    for row, (ids, types, stamps) in enumerate(windows):
-        expected = reference(ids, types, stamps)
-        top_items = [item.decode() for item in out["TOP_ITEMS"][row]]
-        assert top_items == [IDS[i] for i in expected["order"][:50]]
-        assert not set(top_items) & set(ids)
-        scores = out["TOP_SCORES"][row]
-        assert np.all(np.diff(scores) <= 0) and scores.sum() <= 1.0
-        np.testing.assert_allclose(scores, expected["probs"][expected["order"][:50]], rtol=1e-4)
-        titles = [t.decode() for t in out["TOP_TITLES"][row]]
-        assert titles == [reference.titles[i] or "" for i in expected["order"][:50]]
-        np.testing.assert_allclose(out["NEXT_ACTION"][row], expected["next_action"], rtol=1e-4)
-        n = len(ids)
-        np.testing.assert_allclose(out["ATTRIBUTION"][row, -n:], expected["attribution"], rtol=1e-3, atol=1e-5)
-        assert np.all(out["ATTRIBUTION"][row, :-n] == 0)
-        assert [t.decode() for t in out["INPUT_TITLES"][row]] == [""] * (length - n) + expected["titles"]
+    out = infer(tiny_triton, *padded(windows, 16))
+    assert set(out) == set(OUTPUTS)  # a client that names no outputs gets them all
+    for row, window in enumerate(windows):
+        check_row(out, row, window, reference(*window), reference.titles)
+
+
+def test_only_the_requested_outputs_and_attribution_only_when_asked(
+    tiny_triton: Settings, reference: Reference
+) -> None:
+    windows: list[Window] = [
+        ([IDS[2], IDS[40], IDS[41], IDS[2]], ["view", "click", "view", "purchase"], [T0, T0 + 5, T0 + 900, T0 + 901]),
+        ([IDS[77]], ["add_to_cart"], [T0]),
+    ]
+    everything = infer(tiny_triton, *padded(windows, 4))
+    predicted = infer(tiny_triton, *padded(windows, 4), outputs=PREDICT)
+    explained = infer(tiny_triton, *padded(windows, 4), outputs=EXPLAIN)
+    assert set(predicted) == set(PREDICT) and set(explained) == set(EXPLAIN)
+    for name in PREDICT:
+        np.testing.assert_array_equal(predicted[name], everything[name])
+    for name in EXPLAIN:
+        np.testing.assert_array_equal(explained[name], everything[name])
+    for row, window in enumerate(windows):
+        check_row(predicted, row, window, reference(*window), reference.titles)
+        check_row(explained, row, window, reference(*window), reference.titles)
+
+
+async def test_requests_of_one_dynamic_batch_may_differ_in_outputs_and_length(
+    tiny_triton: Settings, reference: Reference
+) -> None:
+    """Requests in flight at once, some asking for ATTRIBUTION, some not, some naming no outputs, windows of
+    1..20 events padded to each request's own longest: Triton batches them together, every answer is right."""
+    rng = np.random.default_rng(7)
+    requests: list[tuple[list[Window], Sequence[str] | None]] = []
+    for r in range(18):
+        windows: list[Window] = []
+        for _ in range(1 + r % 3):
+            n = int(rng.integers(1, 21))
+            picks = rng.choice(len(IDS), size=n)
+            windows.append(
+                (
+                    [IDS[i] for i in picks],
+                    [str(t) for t in rng.choice(EVENT_TYPES, size=n)],
+                    [T0 + float(s) for s in np.sort(rng.uniform(0, 3 * 86400, size=n))],
+                )
+            )
+        requests.append((windows, (PREDICT, EXPLAIN, None)[r % 3]))
+    client = aioclient.InferenceServerClient(tiny_triton.triton_url)
+    try:
+        before = (await client.get_inference_statistics(tiny_triton.model_name)).model_stats[0]
+        results = await asyncio.gather(
+            *(
+                client.infer(
+                    tiny_triton.model_name,
+                    _inputs(*padded(windows, max(len(w[0]) for w in windows))),
+                    outputs=_requested(outputs),
+                )
+                for windows, outputs in requests
+            )
+        )
+        after = (await client.get_inference_statistics(tiny_triton.model_name)).model_stats[0]
+    finally:
+        await client.close()
+    for (windows, outputs), result in zip(requests, results, strict=True):
+        out = _arrays(result)
+        assert set(out) == set(outputs or OUTPUTS)
+        for row, window in enumerate(windows):
+            check_row(out, row, window, reference(*window), reference.titles)
+    executions = after.execution_count - before.execution_count
+    assert executions < len(requests), "the dynamic batcher should have put several of these requests together"
+
+
+def test_short_windows_equal_the_same_windows_padded_to_50(tiny_triton: Settings) -> None:
+    """A request [B, L] padded only to its longest window answers as the same windows padded to 50."""
+    windows: list[Window] = [
+        ([IDS[11]], ["click"], [T0]),
+        ([IDS[12], IDS[13], IDS[14], IDS[15]], ["view", "view", "click", "purchase"], [T0, T0 + 1, T0 + 60, T0 + 61]),
+        (IDS[50:59], ["view"] * 9, [T0 + 3600.0 * j for j in range(9)]),
+    ]
+    short, long = infer(tiny_triton, *padded(windows, 9)), infer(tiny_triton, *padded(windows, 50))
+    assert short["ATTRIBUTION"].shape == short["INPUT_TITLES"].shape == (3, 9)
+    assert (short["TOP_ITEMS"] == long["TOP_ITEMS"]).all() and (short["TOP_TITLES"] == long["TOP_TITLES"]).all()
+    np.testing.assert_allclose(short["TOP_SCORES"], long["TOP_SCORES"], rtol=1e-5)
+    np.testing.assert_allclose(short["NEXT_ACTION"], long["NEXT_ACTION"], rtol=1e-5)
+    np.testing.assert_allclose(short["ATTRIBUTION"], long["ATTRIBUTION"][:, -9:], rtol=1e-4, atol=1e-6)
+    assert (short["INPUT_TITLES"] == long["INPUT_TITLES"][:, -9:]).all()
 
 
 def test_padding_and_time_shift_do_not_change_the_result(tiny_triton: Settings) -> None:
@@ -228,35 +339,77 @@ async def test_a_bad_request_in_a_dynamic_batch_fails_alone(tiny_triton: Setting
     assert all((r.as_numpy("TOP_ITEMS") == expected).all() for i, r in enumerate(results) if i != 5)
 
 
-async def test_the_published_version_serves(tmp_path: Path) -> None:
-    """The trainer's newest version in model_repository/ loads and answers full windows with sane outputs."""
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """The real tritonserver serving model_repository/ (the trainer's newest version)."""
+    with serve(MODEL_DIR.parent, tmp_path_factory.mktemp("published")) as settings:
+        yield settings
+
+
+def test_the_published_version_serves(published: Settings) -> None:
+    """The newest version in model_repository/ loads and answers like the plain reference: windows of 50, 7
+    and 1 events, as a naive request padded to 50, as predictions padded to the longest window only, and as
+    explanations."""
     newest = max((p for p in MODEL_DIR.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    reference = Reference(newest)
     catalogue = json.loads((newest / "items.json").read_bytes())["item_ids"]
     rng = np.random.default_rng(0)
-    windows = [
-        [
-            WindowEvent(
-                event_id=f"{b}-{i}",
-                item_id=str(rng.choice(catalogue)),
-                event_type=str(rng.choice(EVENT_TYPES)),
-                timestamp=T0 + 600.0 * i,
-                record_ts_ms=0,
-            )
-            for i in range(n)
-        ]
-        for b, n in enumerate([50, 1, 7])
+    windows: list[Window] = [
+        (
+            [str(item) for item in rng.choice(catalogue, size=n)],
+            [str(t) for t in rng.choice(EVENT_TYPES, size=n)],
+            [T0 + 600.0 * i for i in range(n)],
+        )
+        for n in (50, 7, 1)
     ]
-    with serve(MODEL_DIR.parent, tmp_path) as settings:
-        scorer = TritonScorer(settings)
-        await scorer.start()
-        try:
-            results = await scorer.score(windows)
-        finally:
-            await scorer.stop()
-    for events, result in zip(windows, results, strict=True):
-        assert result.model.version == newest.name
-        assert len(result.next_items) == settings.top_k
-        assert not {i.item_id for i in result.next_items} & {e.item_id for e in events}
-        assert np.isfinite([i.score for i in result.next_items]).all()
-        assert np.isfinite(result.attribution).all() and len(result.attribution) == len(events)
-        assert abs(sum(result.next_action.values()) - 1) < 1e-4
+    expected = [reference(*window) for window in windows]
+    naive = infer(published, *padded(windows, 50))
+    assert set(naive) == set(OUTPUTS)
+    short = infer(published, *padded(windows[1:], 7), outputs=PREDICT)
+    explained = infer(published, *padded(windows[1:], 7), outputs=EXPLAIN)
+    assert set(short) == set(PREDICT) and set(explained) == set(EXPLAIN)
+    titles = json.loads((newest / "items.json").read_bytes())["titles"]
+    # the reference indexes the tiny version's item ids; compare the real catalogue's ids here
+    for row, (window, want) in enumerate(zip(windows, expected, strict=True)):
+        top = [catalogue[i] for i in want["order"][:50]]
+        assert [item.decode() for item in naive["TOP_ITEMS"][row]] == top
+        np.testing.assert_allclose(naive["TOP_SCORES"][row], want["probs"][want["order"][:50]], rtol=1e-3)
+        np.testing.assert_allclose(naive["NEXT_ACTION"][row], want["next_action"], rtol=1e-3)
+        n = len(window[0])
+        np.testing.assert_allclose(naive["ATTRIBUTION"][row, -n:], want["attribution"], rtol=1e-3, atol=1e-4)
+        assert [t.decode() for t in naive["INPUT_TITLES"][row, -n:]] == want["titles"]
+        assert [t.decode() for t in naive["TOP_TITLES"][row]] == [titles[i] or "" for i in want["order"][:50]]
+    for name in PREDICT:  # the short request, rows 1 and 2, answers as the rows padded to 50
+        if name == "TOP_SCORES" or name == "NEXT_ACTION":
+            np.testing.assert_allclose(short[name], naive[name][1:], rtol=1e-4, atol=1e-7)
+        else:
+            np.testing.assert_array_equal(short[name], naive[name][1:])
+    np.testing.assert_array_equal(explained["TOP_ITEMS"], naive["TOP_ITEMS"][1:])
+    np.testing.assert_allclose(explained["ATTRIBUTION"], naive["ATTRIBUTION"][1:, -7:], rtol=1e-3, atol=1e-4)
+    np.testing.assert_array_equal(explained["INPUT_TITLES"], naive["INPUT_TITLES"][1:, -7:])
+
+
+def test_predictions_do_not_pay_for_the_attribution(published: Settings) -> None:
+    """A request without ATTRIBUTION skips the occlusion (one more encoder pass per attributed event): on the
+    published version a batch of 64 windows of 50 events answers several times faster than one with it.
+    (Triton drops unrequested outputs from the response either way, so only the time shows the skip.)"""
+    newest = max((p for p in MODEL_DIR.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    catalogue = json.loads((newest / "items.json").read_bytes())["item_ids"]
+    rng = np.random.default_rng(1)
+    windows: list[Window] = [
+        ([str(i) for i in rng.choice(catalogue, size=50)], ["view"] * 50, [T0 + 60.0 * j for j in range(50)])
+        for _ in range(64)
+    ]
+    inputs = _inputs(*padded(windows, 50))
+    with grpcclient.InferenceServerClient(published.triton_url) as client:
+
+        def best_of_3(outputs: Sequence[str]) -> float:
+            times = []
+            for _ in range(3):
+                started = time.perf_counter()
+                client.infer(published.model_name, inputs, outputs=_requested(outputs))
+                times.append(time.perf_counter() - started)
+            return min(times)
+
+        predict, explain = best_of_3(PREDICT), best_of_3(EXPLAIN)
+    assert predict < explain / 2, f"predictions {predict * 1e3:.0f} ms, with attribution {explain * 1e3:.0f} ms"
