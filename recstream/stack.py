@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from recstream.broker import Broker
+from recstream.broker import Broker, worker_settings
 from recstream.errors import StackError
 from recstream.processes import free_ports, http_ok, log_tail, spawn, terminate
 from recstream.topics import cluster_stack_id, ensure_topics, reset_stale_state
@@ -135,7 +135,10 @@ def run_stack(
             asyncio.run(ensure_topics(settings, topic_names(settings)))
             triton.wait_ready()
             worker = spawn(
-                "worker", [sys.executable, "-m", "recstream", "worker"], worker_log, env=settings_env(settings)
+                "worker",
+                [sys.executable, "-m", "recstream", "worker"],
+                worker_log,
+                env=settings_env(worker_settings(settings)),
             )
             wait_healthy(settings, lambda: worker.poll() is None, worker_log)
             logger.info("stack ready: worker health on http://127.0.0.1:%d/health", settings.web_port)

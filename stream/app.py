@@ -88,10 +88,8 @@ def build_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         web_graph_enabled=False,
         web_stats_enabled=False,
         autodiscover=False,
-        # tansu (memory storage) answers ListOffsets(latest) with the base offset of the last record batch, below
-        # the true end offset, so a restarted worker's persisted changelog offset looks "ahead" of the topic.
-        # Stale state from a vanished cluster is wiped by the launcher instead (recstream.topics).
-        recovery_consistency_check=False,
+        processing_guarantee=settings.processing_guarantee,
+        recovery_consistency_check=settings.recovery_consistency_check,
     )
     setattr(app, kafka.FETCH_MAX_WAIT_ATTR, settings.consumer_fetch_max_wait_ms)
     events_in = app.topic(*input_topics(settings), settings.topic_events, settings.topic_control, **_RAW)

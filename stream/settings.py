@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     triton_timeout_s: float = 10.0
 
     # --- worker ---
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once",
+        description="exactly_once needs broker transactions (Apache Kafka; noida-db has them, tansu not)",
+    )
+    recovery_consistency_check: bool = Field(
+        True, description="check a restarted worker's table offsets against the broker (tansu must turn it off)"
+    )
     session_timeout_s: float = Field(
         8.0,
         gt=0,
