@@ -137,7 +137,7 @@ def events_agent(
                     continue
                 stages_ms = {"ingest": ingest_ms}
             state, outcome = apply_event(
-                UserWindow.from_json(windows.get(keyed.user_id)),
+                UserWindow.from_bytes(windows.get(keyed.user_id)),
                 keyed.event,
                 message.topic,
                 message.offset,
@@ -149,7 +149,7 @@ def events_agent(
                 await manual.ack(event)
                 continue
             if outcome is Outcome.added:
-                windows[keyed.user_id] = state.to_json()
+                windows[keyed.user_id] = state.to_bytes()
             stages_ms["window"] = time.time() * 1000 - received_ms
             await batcher.submit(
                 keyed.user_id,
@@ -181,7 +181,7 @@ def policy_agent(
             for event in batch:
                 prediction = Prediction.model_validate_json(event.value)
                 user_id = prediction.user_id
-                window = UserWindow.from_json(windows.get(user_id)).events
+                window = UserWindow.from_bytes(windows.get(user_id)).events
                 action = decide(prediction, window, guided_at.get(user_id, cooldown.get(user_id)), settings)
                 if action is not None and window:
                     guided.append((event, prediction, action, window))

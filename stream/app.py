@@ -97,7 +97,7 @@ def build_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     predictions = app.topic(settings.topic_predictions, **_RAW)
     guidance = app.topic(settings.topic_guidance, **_RAW)
     dead_letters = app.topic(settings.topic_dead_letters, **_RAW)
-    windows = app.Table(WINDOWS_TABLE, partitions=settings.partitions)
+    windows = app.Table(WINDOWS_TABLE, partitions=settings.partitions, value_type=bytes)  # raw: UserWindow.to_bytes
     cooldown = app.Table(COOLDOWN_TABLE, partitions=settings.partitions)
 
     async def emit(pending: PendingPrediction, scored: Scored) -> None:

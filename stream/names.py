@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from stream.settings import Settings
 
-#: user_id -> UserWindow.to_json()
+#: user_id -> UserWindow.to_bytes() (raw bytes: JSON made by pydantic-core)
 WINDOWS_TABLE = "windows"
 #: user_id -> emitted_at of the prediction that triggered the user's last guidance
 COOLDOWN_TABLE = "guidance-cooldown"

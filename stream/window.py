@@ -5,7 +5,9 @@ Pure functions, no Faust. Events are ordered by :func:`order_key`: event time (`
 two topics is not reproducible); a late event is inserted in order. Age is measured in event time from the
 newest event in the window, so a late event older than ``max_age_s`` is accepted but not kept.
 
-A window is stored in the ``windows`` table as :meth:`UserWindow.to_json`: the events plus ``last_offsets``,
+A window is stored in the ``windows`` table as :meth:`UserWindow.to_bytes` (JSON written and read by
+pydantic-core in one call, not event by event: a window is read and written for every event): the events
+plus ``last_offsets``,
 per source topic (an input topic, or the internal events topic for re-keyed records), the offset of the last
 record from it that changed the window. Since every record of one user that reaches the window lies in one
 partition of its topic, a redelivered record (same event_id, offset not after its topic's last offset) is told
@@ -20,7 +22,8 @@ import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+
+from pydantic import TypeAdapter
 
 from stream.schemas import EventType, WindowEvent
 
@@ -38,15 +41,15 @@ class UserWindow:
     events: tuple[WindowEvent, ...] = ()
     last_offsets: Mapping[str, int] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
-        return {"events": [e.model_dump(mode="json") for e in self.events], "last_offsets": dict(self.last_offsets)}
+    def to_bytes(self) -> bytes:
+        return _WINDOW.dump_json(self)
 
     @classmethod
-    def from_json(cls, value: dict[str, Any] | None) -> UserWindow:
-        if value is None:
-            return cls()
-        offsets = {str(topic): int(offset) for topic, offset in value["last_offsets"].items()}
-        return cls(tuple(WindowEvent.model_validate(e) for e in value["events"]), offsets)
+    def from_bytes(cls, value: bytes | None) -> UserWindow:
+        return cls() if value is None else _WINDOW.validate_json(value)
+
+
+_WINDOW = TypeAdapter(UserWindow)
 
 
 def order_key(event: WindowEvent) -> tuple[float, str]:

@@ -91,10 +91,10 @@ def test_offsets_are_kept_per_source_topic() -> None:
     assert apply_event(window, event("a", 1), "recstream-events", 5, **again)[1] is Outcome.duplicate
 
 
-def test_json_round_trip() -> None:
+def test_bytes_round_trip() -> None:
     window = UserWindow((event("a", 1.5), event("b", 2, event_type=EventType.click)), {"views": 3, "clicks": 1})
-    assert UserWindow.from_json(window.to_json()) == window
-    assert UserWindow.from_json(None) == UserWindow()
+    assert UserWindow.from_bytes(window.to_bytes()) == window
+    assert UserWindow.from_bytes(None) == UserWindow()
 
 
 def test_span_and_cart() -> None:
