@@ -4,11 +4,15 @@ with a paired bootstrap.
     python -m benchmarks.versus_sasrec model_repository/recstream/4 \\
         .cache/recstream/recbole/{rescored,results-seed2021,results-seed2022}.json
     python -m benchmarks.versus_sasrec model_repository/recstream/5 model_repository/recstream/4  # new vs last
+    python -m benchmarks.versus_sasrec var/ml-1m/recstream/1 .cache/recstream/recbole-ml-1m/results.json  # ML-1M
 
 Each baseline is a JSON file that ``benchmarks/recbole/sasrec.py`` writes (its ``test_ranks``: each test user's
 target rank, without and with earlier items excluded) or a published version's folder. A version's ranks come
-from its served files (``encoder.onnx`` + ``item_embeddings.npy``), as ``recstream evaluate`` computes them. For
-each baseline and metric, the ratio ours / baseline and its 95 % paired-bootstrap interval over the 943 test users
+from its served files (``encoder.onnx`` + ``item_embeddings.npy``) on the dataset it was trained on (its
+report.json; ``--dataset`` names it), as ``recstream evaluate`` computes them, with the ranking routine and tie rule
+(``trainer.evaluate.target_ranks``) that the SASRec script uses too. A results JSON must be of the same dataset,
+order rule and tie rule: older files, made before them, are refused (their test targets differ). For each
+baseline and metric, the ratio ours / baseline and its 95 % paired-bootstrap interval over the test users
 are printed as JSON; with several baselines (e.g. SASRec's seeds), also the ratio to their mean. The interval
 shows how much of a difference the test set can resolve (it does not include training noise).
 """
@@ -23,27 +27,50 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.data import TEST, load_movielens
-from trainer.evaluate import case_ranks, encode_all, load_version, paired_ratio, per_case_metrics
+from trainer.data import DEFAULT_DATASET, MOVIELENS, ORDER_RULE, TEST, first_users, load_movielens
+from trainer.evaluate import (
+    TIE_RULE,
+    case_ranks,
+    encode_all,
+    load_version,
+    paired_ratio,
+    per_case_metrics,
+    version_dataset,
+    version_users,
+)
 from trainer.sequences import eval_cases
+
+logger = logging.getLogger(__name__)
 
 Ranks = dict[str, tuple[int, int]]  # test user -> target rank (not excluding, excluding earlier items)
 
 
-def version_ranks(version_dir: Path) -> Ranks:
-    """Each test user's target rank from the version's served files."""
-    version = load_version(version_dir, load_movielens())
+def version_ranks(version_dir: Path, dataset: str | None = None) -> Ranks:
+    """Each test user's target rank from the version's served files, on ``dataset`` (default: its own)."""
+    name = dataset or version_dataset(version_dir) or DEFAULT_DATASET
+    data = first_users(load_movielens(dataset=name), version_users(version_dir))
+    version = load_version(version_dir, data)
     cases = eval_cases(version.dataset, TEST, version.report["config"]["max_len"])
     user_vec, _ = encode_all(version.encoder, version.table, cases.arrays)
     ranks = zip(*case_ranks(user_vec @ version.table[1:].T, cases), strict=True)
     return dict(zip(cases.user_ids, ranks, strict=True))
 
 
-def baseline_ranks(path: Path) -> Ranks:
-    """A published version's folder, or the results JSON of ``benchmarks/recbole/sasrec.py``."""
+def baseline_ranks(path: Path, dataset: str) -> Ranks:
+    """A published version's folder, or the results JSON of ``benchmarks/recbole/sasrec.py`` (which must be of
+    ``dataset``, with this order rule and tie rule)."""
     if path.is_dir():
-        return version_ranks(path)
-    return {user: tuple(ranks) for user, ranks in json.loads(path.read_text(encoding="utf-8"))["test_ranks"].items()}
+        return version_ranks(path, dataset)
+    results = json.loads(path.read_text(encoding="utf-8"))
+    made = results.get("dataset", {})
+    if made.get("order") != ORDER_RULE or results.get("tie_rule") != TIE_RULE:
+        raise ValueError(
+            f"{path} was made before the order rule and tie rule of this comparison (another split): rerun "
+            "benchmarks/recbole/sasrec.py"
+        )
+    if made.get("name") != dataset:
+        raise ValueError(f"{path} is of {made.get('name')}, the version of {dataset}")
+    return {user: tuple(ranks) for user, ranks in results["test_ranks"].items()}
 
 
 def compare(ours: Ranks, baselines: dict[str, Ranks], resamples: int) -> dict[str, object]:
@@ -77,11 +104,16 @@ def main() -> None:
     p.add_argument("version_dir", type=Path)
     p.add_argument("baselines", type=Path, nargs="+", help="sasrec.py results JSON files or version folders")
     p.add_argument("--resamples", type=int, default=10_000)
+    p.add_argument(
+        "--dataset", choices=sorted(MOVIELENS), default=None, help="default: the one the version was trained on"
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    baselines = {str(path): baseline_ranks(path) for path in args.baselines}
-    report = compare(version_ranks(args.version_dir), baselines, args.resamples)
-    sys.stdout.write(json.dumps({"version": args.version_dir.name, **report}, indent=2) + "\n")
+    dataset = args.dataset or version_dataset(args.version_dir) or DEFAULT_DATASET
+    logger.info("comparing on %s", dataset)
+    baselines = {str(path): baseline_ranks(path, dataset) for path in args.baselines}
+    report = compare(version_ranks(args.version_dir, dataset), baselines, args.resamples)
+    sys.stdout.write(json.dumps({"version": args.version_dir.name, "dataset": dataset, **report}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -206,6 +206,9 @@ def bench(
     ] = None,
     out: Annotated[Path, typer.Option(help="where report.json, report.md and latency.png go")] = Path("var/bench"),
     quick: Annotated[bool, typer.Option(help="a small run of every part (about a minute; tests)")] = False,
+    guidance: Annotated[
+        bool, typer.Option(help="let the worker's policy guide users (--no-guidance: the prediction path alone)")
+    ] = True,
 ) -> None:
     """Benchmark the model in-process, Triton, the whole pipeline and a naive baseline on a stack of its own."""
     from recstream.bench import BenchOptions, markdown, run_bench
@@ -221,6 +224,7 @@ def bench(
         rates=fractions,
         min_predictions=min_predictions,
         out=out,
+        guidance=guidance,
     )
     _run(
         ctx,

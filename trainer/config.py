@@ -45,8 +45,10 @@ class TrainConfig:
     """step between the starts of consecutive training windows over a long train sequence."""
     shuffle_ties: bool = True
     """in every epoch, put each user's train events that share a timestamp in a new random order: their order in
-    the log is arbitrary (MovieLens-100K stores ratings per second, and 76 % of its events share their second with
-    another event of the same user), so the model should not learn it."""
+    the log is arbitrary (MovieLens stores ratings per second, and 76 % of ML-100K's and 77 % of ML-1M's events
+    share their second with another event of the same user), so the model should not learn it. A training
+    augmentation only: the split, the validation and test inputs and targets follow the order rule of
+    ``trainer.data`` (timestamp, then item id)."""
     cold_share: float = 0.0
     """share of items withheld from training (their train events removed) to measure cold start; the
     published model uses 0 (every item), a companion run with 0.2 measures cold start (``--cold-report``): ~170

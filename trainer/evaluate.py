@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 
 from stream.schemas import EVENT_TYPES
-from trainer.data import TEST, TRAIN, Catalog, Dataset, with_catalog
+from trainer.data import DEFAULT_DATASET, TEST, TRAIN, Catalog, Dataset, with_catalog
 from trainer.publish import EMBEDDINGS_FILE, ENCODER_FILE, ITEMS_FILE, REPORT_FILE
 from trainer.sequences import (
     ENCODER_INPUTS,
@@ -58,19 +58,50 @@ def onnx_encoder(path: Path, threads: int = 2) -> Encoder:
 # --- metric functions --------------------------------------------------------------------------------
 
 
-def target_ranks(scores: np.ndarray, targets: np.ndarray, seen: list[np.ndarray] | None = None) -> np.ndarray:
-    """1-based rank of each target among all items: 1 + items scored strictly higher.
+TIE_RULE = (
+    "pessimistic: rank = 1 + number of other ranked items scoring higher than or equal to the target, so a tie "
+    "never helps the target; excluded items are left out of the ranking, not scored -inf"
+)
 
-    ``scores`` [B, N] (column j = item row j + 1), ``targets`` [B] item rows; with ``seen``, each case's
-    earlier items (other than the target) are left out of the ranking, as when served.
+
+def target_ranks(
+    scores: np.ndarray, targets: np.ndarray, seen: list[np.ndarray] | None = None, chunk: int = 1024
+) -> np.ndarray:
+    """The one ranking routine of every comparison (our model, SASRec, popularity; ``benchmarks/recbole``
+    uses it too): each case's 1-based rank of its target among all items.
+
+    Tie rule (``TIE_RULE``), pessimistic: rank = 1 + the number of OTHER items scoring strictly higher + the
+    number of OTHER items scoring exactly equal. A tie never helps the target, the rank does not depend on how
+    items are numbered (unlike a tie break by id, which differs between RecBole's ids and ours), and a model that
+    scores every item alike gets the last rank, not the first. With float model scores ties are rare; with
+    popularity counts they are common, and the rule charges them to the target.
+
+    ``scores`` [B, N] (column j = item row j + 1; no NaN), ``targets`` [B] item rows 1..N; with ``seen``, each
+    case's earlier items (item rows; the target itself is never excluded) are left out of the ranking, as when
+    served. Returns int64 [B]. Works ``chunk`` cases at a time, so ``scores`` may be a broadcast view.
     """
-    scores = scores.copy()
-    if seen is not None:
-        for row, items in enumerate(seen):
-            scores[row, items - 1] = -np.inf
-    target_scores = scores[np.arange(len(targets)), targets - 1]  # [B]
-    scores[np.arange(len(targets)), targets - 1] = -np.inf
-    return 1 + (scores > target_scores[:, None]).sum(1)
+    scores = np.asarray(scores)
+    targets = np.asarray(targets, dtype=np.int64)
+    if scores.ndim != 2 or len(scores) != len(targets):
+        raise ValueError(f"scores {scores.shape} must be [B, N] with B = {len(targets)} targets")
+    if len(targets) and (targets.min() < 1 or targets.max() > scores.shape[1]):
+        raise ValueError(f"target rows must lie in 1..{scores.shape[1]}")
+    ranks = np.empty(len(targets), dtype=np.int64)
+    for start in range(0, len(targets), chunk):
+        block = np.array(scores[start : start + chunk], dtype=np.float64)  # [b, N], a copy
+        if np.isnan(block).any():
+            raise ValueError("scores contain NaN: a rank is undefined")
+        cases = np.arange(len(block))
+        columns = targets[start : start + chunk] - 1  # [b]
+        target_scores = block[cases, columns]  # [b]
+        ranked = np.ones(block.shape, dtype=bool)  # [b, N]: the items the target is ranked against
+        ranked[cases, columns] = False  # the target itself
+        if seen is not None:
+            for row, items in enumerate(seen[start : start + chunk]):
+                ranked[row, np.asarray(items, dtype=np.int64) - 1] = False
+            ranked[cases, columns] = False
+        ranks[start : start + chunk] = 1 + ((block >= target_scores[:, None]) & ranked).sum(1)
+    return ranks
 
 
 def rank_metrics(ranks: np.ndarray, k: int = K) -> dict[str, float]:
@@ -128,13 +159,14 @@ def encode_all(encoder: Encoder, table: np.ndarray, arrays: Arrays) -> tuple[np.
 
 
 def popularity(dataset: Dataset, withheld: np.ndarray) -> np.ndarray:
-    """[N] train-event counts per item (withheld items: 0), ties broken towards lower rows."""
+    """[N] train-event counts per item (withheld items: 0); ties are left to :func:`target_ranks`' rule, as in
+    the RecBole baseline's popularity."""
     counts = np.zeros(len(dataset.catalog))
     for user in dataset.users:
         train_items = user.items[user.split == TRAIN]
         np.add.at(counts, train_items - 1, 1)
     counts[withheld] = 0
-    return counts - np.arange(len(counts)) / (2 * len(counts))
+    return counts
 
 
 def case_ranks(scores: np.ndarray, cases: EvalCases) -> tuple[np.ndarray, np.ndarray]:
@@ -184,6 +216,19 @@ def evaluate(
     return report
 
 
+def popularity_baseline(dataset: Dataset, split: int = TEST) -> dict[str, Any]:
+    """The popularity baseline alone (train-event counts, no model), on ``split``: ``pop_hr@10, pop_ndcg@10,
+    pop_mrr@10`` with the user's earlier items excluded and the ``_all`` variants without; the same numbers as
+    the ``pop_*`` of :func:`evaluate` and of the RecBole baseline script on the same split. Seconds, even on
+    ML-1M."""
+    cases = eval_cases(dataset, split, max_len=1)  # the history window is not used; ``seen`` is every earlier item
+    withheld = np.zeros(len(dataset.catalog), dtype=bool)
+    scores = np.broadcast_to(popularity(dataset, withheld), (len(cases.user_ids), len(dataset.catalog)))
+    report: dict[str, Any] = {"cases": len(cases.user_ids), "items": len(dataset.catalog), "tie_rule": TIE_RULE}
+    report |= {k: v for k, v in ranking_report(scores, cases, withheld, prefix="pop_").items() if "cold" not in k}
+    return report
+
+
 # --- faithfulness of occlusion attribution ---------------------------------------------------------------
 
 
@@ -230,7 +275,8 @@ def occlusion_faithfulness(
         for name, p in chosen.items():
             stats[f"logit_{name}"].append(float(drops[p]))
             stats[f"prob_{name}"].append(float(base_prob - _softmax(logits[p])[top]))
-            stats[f"out_{name}"].append(float((logits[p] > logits[p, top]).sum() >= K))
+            rank = target_ranks(logits[p : p + 1], np.array([top + 1]), [cases.seen[row]])[0]
+            stats[f"out_{name}"].append(float(rank > K))
     top_prob, random_prob = np.array(stats["prob_top"]), np.array(stats["prob_random"])
     return {
         "users": len(rows),
@@ -261,6 +307,20 @@ class PublishedVersion:
     withheld: np.ndarray  # bool [N]: items kept out of its training (cold-start evaluation)
     table: np.ndarray  # item_embeddings.npy [N+1, H]
     encoder: Encoder  # encoder.onnx through onnxruntime
+
+
+def version_dataset(version_dir: Path) -> str | None:
+    """The named dataset (``trainer.data.MOVIELENS``) a version was trained on, from its report.json's
+    ``data.dataset``; versions from before that field were trained on ml-100k. None for an event log."""
+    data = orjson.loads((version_dir / REPORT_FILE).read_bytes()).get("data", {})
+    if "dataset" in data:
+        return data["dataset"]
+    return DEFAULT_DATASET if str(data.get("events", "")).startswith("movielens-100k") else None
+
+
+def version_users(version_dir: Path) -> int | None:
+    """``data.max_users`` of a version's report.json: a smoke version trained on the first N users only."""
+    return orjson.loads((version_dir / REPORT_FILE).read_bytes()).get("data", {}).get("max_users")
 
 
 def load_version(version_dir: Path, dataset: Dataset, threads: int = 2) -> PublishedVersion:

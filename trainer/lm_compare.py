@@ -32,8 +32,8 @@ from safetensors.numpy import load_file
 from torch import nn
 from torch.nn import functional as F
 
-from trainer.data import TEST, TRAIN, Dataset, load_movielens
-from trainer.evaluate import encode_all, load_version, rank_metrics, target_ranks
+from trainer.data import DEFAULT_DATASET, TEST, TRAIN, Dataset, load_movielens
+from trainer.evaluate import encode_all, load_version, rank_metrics, target_ranks, version_dataset
 from trainer.publish import TEXT_ADAPTER_FILE
 from trainer.sequences import EvalCases, eval_cases, window_arrays
 from trainer.text import MAX_TOKENS, text_model_path
@@ -120,7 +120,7 @@ def text_only_report(
 
 def run(version_dir: Path, steps: int, batch_size: int, negatives: int, per_user: int) -> dict[str, Any]:
     torch.set_num_threads(1)
-    movielens = load_movielens()  # the experiment is for a version trained on MovieLens
+    movielens = load_movielens(dataset=version_dataset(version_dir) or DEFAULT_DATASET)  # the version's MovieLens
     version = load_version(version_dir, movielens, threads=1)
     report, dataset, withheld = version.report, version.dataset, version.withheld
     table, encoder = version.table, version.encoder

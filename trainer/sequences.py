@@ -44,8 +44,10 @@ def training_windows(
     """Sliding windows over each user's train events (withheld items' events removed): the input is events
     ``s..s+L-1``, the targets ``next_items``/``next_types`` the events one step later. Windows overlap by
     ``max_len - stride`` events; only the first window of a user keeps targets in the overlap, so every train
-    event is a target exactly once. With ``rng``, events with the same timestamp are put in a random order
-    (else they keep their file order, which says nothing about the order they happened in)."""
+    event is a target exactly once. Events come in the dataset's order (the order rule of ``trainer.data``:
+    timestamp, then item id). With ``rng`` (``TrainConfig.shuffle_ties``, a training augmentation), events with
+    the same timestamp are put in a random order instead: the log's order among them says nothing about the order
+    they happened in. Evaluation inputs and targets (:func:`eval_cases`) never shuffle: they follow the rule."""
     items, types, times, next_items, next_types = [], [], [], [], []
     for user in dataset.users:
         (keep,) = np.nonzero((user.split == TRAIN) & ~withheld[user.items - 1])
@@ -86,7 +88,9 @@ class EvalCases:
 
 
 def eval_cases(dataset: Dataset, split: int, max_len: int) -> EvalCases:
-    """History = every event before the user's ``split`` event, truncated to the last ``max_len``."""
+    """History = every event before the user's ``split`` event in the order rule of ``trainer.data``
+    (timestamp, then item id; the same order the split used and the stream window keeps), truncated to the last
+    ``max_len``."""
     picked: list[tuple[UserSequence, int]] = []
     for user in dataset.users:
         (positions,) = np.nonzero(user.split == split)

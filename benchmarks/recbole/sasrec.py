@@ -1,9 +1,16 @@
-"""RecBole 1.2.1 SASRec and a popularity baseline on MovieLens-100K, on exactly recstream's split.
+"""RecBole 1.2.1 SASRec and a popularity baseline on MovieLens-100K or -1M, on exactly recstream's split.
 
-The split comes from ``trainer.data.split_by_time`` (per user, stable sort by (timestamp, file row):
-last = test, second-last = validation, rest = train). It is written as RecBole benchmark files (one row per
-prediction: ``user_id, item_id_list (last 50 earlier items), item_id``), so RecBole trains and evaluates on
-these rows only.
+The data, the order and the split come from ``trainer.data`` (imported from the repository): each user's events
+ordered by (timestamp, item_id as a string), last = test, second-last = validation, rest = train. RecBole gets
+them as one atomic file whose ``timestamp`` column is each event's position in that order (0, 1, ...), not its
+second, so that RecBole's own time-ordered leave-one-out split and sequential augmentation reproduce our split and
+histories exactly (RecBole keeps times as float32, which merges ML-100K's seconds into 64-second steps, and its
+sorts need not keep file order among ties; small integer positions have neither problem). Item tokens are our
+catalogue rows ("1", "2", ...: ML-1M's item ids are titles with spaces and quotes). The script asserts on
+RecBole's own loaded dataset that every user's test target and history and validation target equal ours.
+
+Test ranks, of SASRec and of the popularity baseline, come from ``trainer.evaluate.target_ranks``: the one
+ranking routine and tie rule of every comparison (pessimistic: ties count against the target).
 
 Options use ``--key value`` (RecBole itself parses ``--key=value``). Run from the repository root with the
 environment of ``benchmarks/recbole/setup.sh``; see docs/BENCHMARKS.md, "RecBole baselines".
@@ -18,7 +25,7 @@ import os
 import sys
 import time
 import warnings
-from collections import Counter
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,22 +40,72 @@ from recbole.utils.logger import RemoveColorFilter
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-from trainer.data import TEST, TRAIN, VALID, split_by_time  # noqa: E402  (the project's own split rule)
+# the project's own data, order rule, split, ranking routine and metrics
+from trainer.data import (  # noqa: E402
+    MOVIELENS,
+    ORDER_RULE,
+    TEST,
+    TRAIN,
+    VALID,
+    Dataset,
+    first_users,
+    load_movielens,
+)
+from trainer.evaluate import TIE_RULE, rank_metrics, target_ranks  # noqa: E402
 
 logger = logging.getLogger("recbole_sasrec")
-DATASET = "ml-100k-recstream"  # not "ml-100k": RecBole then forces data_path to its bundled copy
-MAX_LEN = 50
 K = 10
-Sequences = dict[str, list[str]]  # user token -> item tokens, time order
+Sequences = dict[str, list[str]]  # user token -> item tokens (catalogue rows), in the order rule
+
+
+@dataclass(frozen=True)
+class SasrecSetup:
+    """SASRec's settings for one dataset (the rest is in :func:`recbole_config`: CE loss over the full catalogue,
+    no negative sampling, Adam, full-ranking evaluation, early stopping on validation MRR@10)."""
+
+    max_len: int
+    """``MAX_ITEM_LIST_LENGTH``: the history a prediction sees, the last this many items."""
+    epochs: int
+    """default epoch cap (``--epochs``)."""
+    hidden: int = 64
+    """``hidden_size`` (embeddings and transformer width)."""
+    layers: int = 2
+    """``n_layers``: transformer blocks."""
+    heads: int = 2
+    """``n_heads``: attention heads per block."""
+    dropout: float = 0.2
+    """``hidden_dropout_prob`` and ``attn_dropout_prob``."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    batch_size: int = 256
+    """training and evaluation batch (rows = predictions)."""
+
+
+SETUPS: dict[str, SasrecSetup] = {
+    # the setup of the measured ML-100K runs (docs/BENCHMARKS.md), ~2.5 min per epoch on one thread
+    "ml-100k": SasrecSetup(max_len=50, epochs=12),
+    # ML-1M as in the full cross-entropy SASRec literature (Klenitskiy & Vasilev 2023: length 200, CE over all items)
+    "ml-1m": SasrecSetup(max_len=200, epochs=12),
+}
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=12, help="epoch cap (default 12, ~2 min/epoch on 1 CPU thread)")
+    p.add_argument("--dataset", choices=sorted(MOVIELENS), default="ml-100k")
+    p.add_argument("--epochs", type=int, default=None, help="epoch cap (default: the dataset's, 12)")
     p.add_argument("--patience", type=int, default=10, help="early stopping: epochs without valid MRR@10 gain")
-    p.add_argument("--work-dir", type=Path, default=Path(".cache/recstream/recbole"))
+    p.add_argument(
+        "--max-users",
+        type=int,
+        default=None,
+        help="only the first N users (user-id order): smoke runs (RecBole then ranks only their items)",
+    )
+    p.add_argument("--work-dir", type=Path, default=None, help="default .cache/recstream/recbole[-<dataset>]")
     p.add_argument("--out", type=Path, default=None, help="results JSON (default <work-dir>/results.json)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 leaves a core to others)")
+    p.add_argument(
+        "--gpu", action="store_true", help="train on CUDA device 0 (needs a CUDA torch in the environment; default CPU)"
+    )
     p.add_argument("--seed", type=int, default=2020)
     p.add_argument(
         "--checkpoint", type=Path, default=None, help="re-score this saved SASRec checkpoint instead of training one"
@@ -56,81 +113,68 @@ def parse_args() -> argparse.Namespace:
     args, unknown = p.parse_known_args()
     if unknown:
         p.error(f"unknown options {unknown} (use '--key value', not '--key=value')")
+    if args.work_dir is None:
+        suffix = "" if args.dataset == "ml-100k" else f"-{args.dataset}"  # ml-100k: the folder of the earlier runs
+        args.work_dir = Path(f".cache/recstream/recbole{suffix}")
     sys.argv = sys.argv[:1]  # nothing left for RecBole's own command-line parsing
     return args
 
 
-def load_sequences(inter_path: Path) -> Sequences:
-    """Per-user item sequences in split order (train..., valid, test)."""
-    users, items, times = [], [], []
-    with inter_path.open(encoding="utf-8") as f:
-        next(f)  # typed header: user_id:token item_id:token rating:float timestamp:float
-        for line in f:
-            user, item, _rating, ts = line.rstrip("\n").split("\t")
-            users.append(user)
-            items.append(item)
-            times.append(float(ts))
-    labels = split_by_time(users, times)
-    order = np.lexsort((np.asarray(times), np.asarray(users)))  # stable: ties keep file order, as in trainer
+def user_sequences(dataset: Dataset) -> Sequences:
+    """Per-user item tokens (catalogue rows as strings) in the order rule: train..., valid, test."""
     seqs: Sequences = {}
-    split_of: dict[str, list[int]] = {}
-    for row in order:
-        seqs.setdefault(users[row], []).append(items[row])
-        split_of.setdefault(users[row], []).append(int(labels[row]))
-    for user, lab in split_of.items():  # the labels must agree with this order: train..., valid, test
-        assert lab == [TRAIN] * (len(lab) - 2) + [VALID, TEST], user
+    for user in dataset.users:  # already in the order rule, and labelled by it
+        n = len(user.split)
+        assert user.split.tolist() == [TRAIN] * (n - 2) + [VALID, TEST], user.user_id  # every user has >= 3 events
+        seqs[user.user_id] = [str(row) for row in user.items]
     return seqs
 
 
-def write_benchmark_files(seqs: Sequences, folder: Path) -> None:
-    """``ml-100k.{train,valid,test}.inter``: the augmentation RecBole would do, restricted to our split."""
+def write_atomic_file(seqs: Sequences, folder: Path, name: str) -> Path:
+    """``<name>.inter``: user, item token and the event's position in the user's sequence as RecBole's time."""
     folder.mkdir(parents=True, exist_ok=True)
-    rows: dict[str, list[str]] = {"train": [], "valid": [], "test": []}
-    for user, s in seqs.items():
-        n = len(s)
-        targets = [("train", j) for j in range(1, n - 2)] + [("valid", n - 2), ("test", n - 1)]
-        for part, j in targets:
-            rows[part].append(f"{user}\t{' '.join(s[max(0, j - MAX_LEN) : j])}\t{s[j]}")
-    for part, lines in rows.items():
-        header = "user_id:token\titem_id_list:token_seq\titem_id:token"
-        (folder / f"{DATASET}.{part}.inter").write_text("\n".join([header, *lines]) + "\n", encoding="utf-8")
-        logger.info("%s: %d rows", folder / f"{DATASET}.{part}.inter", len(lines))
+    path = folder / f"{name}.inter"
+    with path.open("w", encoding="utf-8") as f:
+        f.write("user_id:token\titem_id:token\ttimestamp:float\n")
+        for user, items in seqs.items():
+            f.writelines(f"{user}\t{item}\t{position}\n" for position, item in enumerate(items))
+    logger.info("%s: %d events of %d users", path, sum(map(len, seqs.values())), len(seqs))
+    return path
 
 
-def recbole_config(args: argparse.Namespace, work_dir: Path) -> Config:
+def recbole_config(args: argparse.Namespace, setup: SasrecSetup, work_dir: Path, name: str) -> Config:
     return Config(
         model="SASRec",
-        dataset=DATASET,
+        dataset=name,
         config_dict={
             "data_path": str(work_dir),
-            "benchmark_filename": ["train", "valid", "test"],
-            "load_col": {"inter": ["user_id", "item_id_list", "item_id"]},
-            "alias_of_item_id": ["item_id_list"],
+            "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
             "USER_ID_FIELD": "user_id",
             "ITEM_ID_FIELD": "item_id",
-            "TIME_FIELD": None,
-            "MAX_ITEM_LIST_LENGTH": MAX_LEN,
+            "TIME_FIELD": "timestamp",  # the position in the order rule (write_atomic_file)
+            "MAX_ITEM_LIST_LENGTH": setup.max_len,
             "loss_type": "CE",
             "train_neg_sample_args": None,
-            "hidden_size": 64,
-            "n_layers": 2,
-            "n_heads": 2,
-            "hidden_dropout_prob": 0.2,
-            "attn_dropout_prob": 0.2,
-            "learning_rate": 1e-3,
-            "train_batch_size": 256,
-            "eval_batch_size": 256,
+            "hidden_size": setup.hidden,
+            "inner_size": 4 * setup.hidden,
+            "n_layers": setup.layers,
+            "n_heads": setup.heads,
+            "hidden_dropout_prob": setup.dropout,
+            "attn_dropout_prob": setup.dropout,
+            "learning_rate": setup.lr,
+            "train_batch_size": setup.batch_size,
+            "eval_batch_size": setup.batch_size,
             "epochs": args.epochs,
             "stopping_step": args.patience,
             "eval_step": 1,
-            "eval_args": {"mode": "full", "order": "TO", "group_by": "user"},
+            "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
             "metrics": ["Hit", "NDCG", "MRR"],
             "topk": [K],
             "valid_metric": f"MRR@{K}",
             "seed": args.seed,
             "reproducibility": True,
-            "use_gpu": False,
-            "device": "cpu",
+            "use_gpu": args.gpu,
+            "gpu_id": "0" if args.gpu else "",  # RecBole picks the device from gpu_id: "" = CPU
             "checkpoint_dir": str(work_dir / "saved"),
             "show_progress": False,
             "log_wandb": False,
@@ -149,6 +193,7 @@ class EpochLogTrainer(Trainer):
         start = time.perf_counter()
         loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
         self.epoch_log.append({"epoch": epoch_idx, "train_loss": float(loss), "train_s": time.perf_counter() - start})
+        logger.info("epoch %d: train %.1f s", epoch_idx, self.epoch_log[-1]["train_s"])
         return loss
 
     def _valid_epoch(self, valid_data, show_progress=False):  # type: ignore[no-untyped-def]
@@ -158,37 +203,36 @@ class EpochLogTrainer(Trainer):
         return score, result
 
 
-def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: list[list[int]] | None) -> torch.Tensor:
-    """Each row's 1-based target rank; padding (id 0) and, if given, each row's ``exclude`` ids score -inf.
-    Rank = 1 + #items scoring higher + #items tied with a lower id (deterministic tie break)."""
-    scores = scores.clone().double()
-    scores[:, 0] = -torch.inf
-    if exclude is not None:
-        for r, ids in enumerate(exclude):
-            scores[r, ids] = -torch.inf
-    target_scores = scores.gather(1, targets[:, None])
-    ids = torch.arange(scores.shape[1])[None, :]
-    return 1 + (scores > target_scores).sum(1) + ((scores == target_scores) & (ids < targets[:, None])).sum(1)
+def check_split(dataset: Any, valid_data: Any, test_data: Any, seqs: Sequences, max_len: int) -> list[str]:
+    """Assert that RecBole's own loaded test rows (target and history) and validation targets are ours.
+    Returns the test users in RecBole's row order."""
+    test_set = test_data._dataset
+    uid_f, iid_f, list_f = dataset.uid_field, dataset.iid_field, dataset.item_id_list_field
+    test_users = list(dataset.id2token(uid_f, test_set.inter_feat[uid_f].numpy()))
+    test_items = dataset.id2token(iid_f, test_set.inter_feat[iid_f].numpy())
+    assert dict(zip(test_users, test_items, strict=True)) == {u: s[-1] for u, s in seqs.items()}
+    for u, hist, n in zip(
+        test_users,
+        test_set.inter_feat[list_f].numpy(),
+        test_set.inter_feat[dataset.item_list_length_field].numpy(),
+        strict=True,
+    ):
+        assert list(dataset.id2token(iid_f, hist[:n])) == seqs[u][:-1][-max_len:], u
+    valid_items = dataset.id2token(iid_f, valid_data._dataset.inter_feat[iid_f].numpy())
+    valid_users = dataset.id2token(uid_f, valid_data._dataset.inter_feat[uid_f].numpy())
+    assert dict(zip(valid_users, valid_items, strict=True)) == {u: s[-2] for u, s in seqs.items()}
+    logger.info("split check passed: %d test / valid rows equal trainer.data's split", len(test_users))
+    return test_users
 
 
-def rank_metrics(ranks: torch.Tensor) -> np.ndarray:
-    """[rows, 3]: HR, NDCG, MRR @K of each row's target rank."""
-    rank = ranks.double()
-    hit = rank <= K
-    return torch.stack([hit.double(), hit / torch.log2(rank + 1), hit / rank], 1).numpy()
-
-
-def summarize(per_row: np.ndarray) -> dict[str, float]:
-    hr, ndcg, mrr = per_row.mean(0)
-    return {
-        f"hit@{K}": round(float(hr), 4),
-        f"ndcg@{K}": round(float(ndcg), 4),
-        f"mrr@{K}": round(float(mrr), 4),
-    }
+def summarize(ranks: np.ndarray) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in rank_metrics(ranks, K).items()}
 
 
 def main() -> None:
     args = parse_args()
+    setup = SETUPS[args.dataset]
+    args.epochs = args.epochs or setup.epochs
     work_dir = args.work_dir.resolve()
     out = (args.out or work_dir / "results.json").resolve()
     checkpoint_file = args.checkpoint.resolve() if args.checkpoint else None  # before the chdir below
@@ -199,33 +243,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(args.threads)
 
-    inter_path = Path(recbole.__file__).parent / "dataset_example" / "ml-100k" / "ml-100k.inter"
-    seqs = load_sequences(inter_path)
-    write_benchmark_files(seqs, work_dir / DATASET)
+    started = time.perf_counter()
+    data = first_users(load_movielens(dataset=args.dataset), args.max_users)  # fetched into the cache if needed
+    seqs = user_sequences(data)
+    name = f"{args.dataset}-recstream"  # not "ml-100k"/"ml-1m": RecBole would read (or download) its own copy
+    write_atomic_file(seqs, work_dir / name, name)
     os.chdir(work_dir)  # RecBole writes log_tensorboard/ under the working directory
 
-    config = recbole_config(args, work_dir)
+    config = recbole_config(args, setup, work_dir, name)
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
-
-    # RecBole's own loaded test rows must be exactly our test targets and histories
-    test_set = test_data._dataset
-    uid_f, iid_f, list_f = dataset.uid_field, dataset.iid_field, dataset.item_id_list_field
-    test_users = dataset.id2token(uid_f, test_set.inter_feat[uid_f].numpy())
-    test_items = dataset.id2token(iid_f, test_set.inter_feat[iid_f].numpy())
-    assert dict(zip(test_users, test_items, strict=True)) == {u: s[-1] for u, s in seqs.items()}
-    for u, hist, n in zip(
-        test_users,
-        test_set.inter_feat[list_f].numpy(),
-        test_set.inter_feat[dataset.item_list_length_field].numpy(),
-        strict=True,
-    ):
-        assert list(dataset.id2token(iid_f, hist[:n])) == seqs[u][:-1][-MAX_LEN:], u
-    valid_items = dataset.id2token(iid_f, valid_data._dataset.inter_feat[iid_f].numpy())
-    valid_users = dataset.id2token(uid_f, valid_data._dataset.inter_feat[uid_f].numpy())
-    assert dict(zip(valid_users, valid_items, strict=True)) == {u: s[-2] for u, s in seqs.items()}
-    logger.info("split check passed: %d test / valid rows equal trainer.data.split_by_time", len(test_users))
+    test_users = check_split(dataset, valid_data, test_data, seqs, setup.max_len)
+    prepare_s = time.perf_counter() - started
 
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
@@ -252,31 +282,36 @@ def main() -> None:
     model.load_other_parameter(checkpoint.get("other_parameter"))
     recbole_test = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
 
-    # re-score the same checkpoint: with and without the user's earlier items (train + valid) excluded
-    inter = test_set.inter_feat
-    targets = inter[iid_f]
-    earlier = [list(dataset.token2id(iid_f, seqs[u][:-1])) for u in test_users]
+    # re-score the same checkpoint with the shared ranking routine: with and without the user's earlier items
+    # (train + valid) excluded. Columns of scores[:, 1:] are RecBole item ids 1.. (0 is padding, not ranked).
+    iid_f = dataset.iid_field
+    inter = test_data._dataset.inter_feat
+    targets = inter[iid_f].numpy()
+    earlier = [np.asarray(dataset.token2id(iid_f, seqs[u][:-1]), dtype=np.int64) for u in test_users]
     model.eval()
     with torch.no_grad():
-        scores = torch.cat([model.full_sort_predict(inter[i : i + 256]) for i in range(0, len(inter), 256)])
-    ranks = {"all": target_ranks(scores, targets, None), "excl": target_ranks(scores, targets, earlier)}
-    ours = {name: rank_metrics(r) for name, r in ranks.items()}
+        batches = range(0, len(inter), setup.batch_size)
+        scores = torch.cat(
+            [model.full_sort_predict(inter[i : i + setup.batch_size].to(config["device"])).cpu() for i in batches]
+        )
+    scores = scores.reshape(len(targets), -1)[:, 1:].double().numpy()
+    ranks = {"all": target_ranks(scores, targets), "excl": target_ranks(scores, targets, earlier)}
 
-    counts = Counter(i for s in seqs.values() for i in s[:-2])  # train interactions only
-    pop = torch.zeros(dataset.item_num)
-    for token, c in counts.items():
-        pop[dataset.token2id(iid_f, token)] = c
-    pop_scores = pop[None, :].expand(len(targets), -1)
-    pop_res = {
-        "all": rank_metrics(target_ranks(pop_scores, targets, None)),
-        "excl": rank_metrics(target_ranks(pop_scores, targets, earlier)),
-    }
+    counts = np.zeros(dataset.item_num)
+    for s in seqs.values():  # train events only
+        np.add.at(counts, dataset.token2id(iid_f, s[:-2]), 1)
+    pop_scores = np.broadcast_to(counts[1:], scores.shape)
+    pop_ranks = {"all": target_ranks(pop_scores, targets), "excl": target_ranks(pop_scores, targets, earlier)}
 
     results = {
         "recbole": recbole.__version__,
         "torch": torch.__version__,
         "threads": args.threads,
+        "device": str(config["device"]),
         "dataset": {
+            "name": args.dataset,
+            "max_users": args.max_users,
+            "order": ORDER_RULE,
             "users": len(seqs),
             "items": dataset.item_num - 1,
             "rows": {
@@ -285,15 +320,17 @@ def main() -> None:
                 "test": len(inter),
             },
         },
-        "config": {"epochs_cap": args.epochs, "patience": args.patience, "seed": args.seed},
+        "tie_rule": TIE_RULE,
+        "config": {"epochs_cap": args.epochs, "patience": args.patience, "seed": args.seed, **asdict(setup)},
+        "prepare_s": round(prepare_s, 1),
         "best_epoch": int(checkpoint["epoch"]),
         **fit,
         "test": {
             "sasrec_recbole": {k: round(float(v), 4) for k, v in recbole_test.items()},
-            "sasrec": summarize(ours["all"]),
-            "sasrec_excluding_earlier": summarize(ours["excl"]),
-            "pop": summarize(pop_res["all"]),
-            "pop_excluding_earlier": summarize(pop_res["excl"]),
+            "sasrec": summarize(ranks["all"]),
+            "sasrec_excluding_earlier": summarize(ranks["excl"]),
+            "pop": summarize(pop_ranks["all"]),
+            "pop_excluding_earlier": summarize(pop_ranks["excl"]),
         },
         "checkpoint": trainer.saved_model_file,
         # per test user: SASRec's target rank [not excluding, excluding earlier items] (paired comparisons)

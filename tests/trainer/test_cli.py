@@ -2,10 +2,15 @@ import threading
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 import typer
+from typer.testing import CliRunner
 
-from trainer.cli import METRIC_KEYS, cold_start_section, wait_for_file
+from recstream.cli import app as recstream_app
+from trainer.cli import METRIC_KEYS, DatasetName, cold_start_section, evaluation_dataset, load_data, wait_for_file
+from trainer.data import ORDER_RULE
+from trainer.evaluate import TIE_RULE
 
 
 def test_wait_for_file_returns_once_the_companion_has_written_it(tmp_path: Path) -> None:
@@ -46,3 +51,71 @@ def test_cold_start_refuses_companions_that_do_not_measure_the_same_thing() -> N
         cold_start_section([companion(1, 0.2, 173, 3), companion(2, 0.05, 49, 1)])
     with pytest.raises(typer.BadParameter, match="no cold test cases"):
         cold_start_section([companion(1, 0.0, 0, 0)])
+
+
+def test_popularity_command_prints_the_baseline_of_the_same_split(tiny_files, tiny_dataset) -> None:
+    from trainer.evaluate import popularity_baseline
+
+    events, items = tiny_files
+    result = CliRunner().invoke(recstream_app, ["popularity", "--events", str(events), "--items", str(items), "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = orjson.loads(result.stdout)
+    expected = popularity_baseline(tiny_dataset)
+    for key in ("pop_hr@10", "pop_ndcg@10", "pop_mrr@10", "pop_hr@10_all", "pop_ndcg@10_all", "cases"):
+        assert metrics[key] == pytest.approx(expected[key])
+    assert metrics["dataset"] is None and metrics["split"] == "test"
+
+
+def test_events_and_a_named_dataset_do_not_mix(tiny_files) -> None:
+    events, items = tiny_files
+    with pytest.raises(typer.BadParameter, match="not both"):
+        load_data(events, items, "ml-1m")
+    with pytest.raises(typer.BadParameter, match="--items goes with --events"):
+        load_data(None, items, "ml-1m")
+    result = CliRunner().invoke(recstream_app, ["popularity", "--events", str(events), "--dataset", "ml-1m"])
+    assert result.exit_code != 0
+
+
+def test_train_on_a_named_dataset_records_it_and_the_user_subset(tiny_dataset, tmp_path: Path, monkeypatch) -> None:
+    """``recstream train --dataset ml-1m --max-users N``: the named loader, the first N users, both recorded."""
+    from tests.trainer.conftest import fake_embed_texts
+
+    loaded = []
+
+    def fake_load(data_dir=None, dataset="ml-100k"):
+        loaded.append(dataset)
+        return tiny_dataset
+
+    monkeypatch.setattr("trainer.cli.load_movielens", fake_load)
+    monkeypatch.setattr("trainer.train.embed_texts", fake_embed_texts)
+    overrides = ["hidden=16", "layers=1", "heads=1", "max_len=8", "epochs=1", "members=1", "ema_decay=0", "threads=1"]
+    report_path = tmp_path / "report.json"
+    args = ["train", "--dataset", "ml-1m", "--max-users", "10", "--no-publish", "--report", str(report_path)]
+    args += ["--faithfulness-users", "0", *(x for o in overrides for x in ("--set", o))]
+    result = CliRunner().invoke(recstream_app, args)
+    assert result.exit_code == 0, result.output
+    assert loaded == ["ml-1m"]
+    data = orjson.loads(report_path.read_bytes())["data"]
+    assert data["dataset"] == "ml-1m" and data["max_users"] == 10 and data["users"] == 10
+    assert data["order"] == ORDER_RULE and data["tie_rule"] == TIE_RULE
+    assert "MovieLens-1M" in data["events"]
+
+
+def write_version_report(folder: Path, data: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_bytes(orjson.dumps({"data": data}))
+    return folder
+
+
+def test_evaluate_takes_the_versions_own_dataset(tmp_path: Path) -> None:
+    old = write_version_report(tmp_path / "4", {"events": "movielens-100k (recbole 1.2.1 atomic files)"})
+    one_m = write_version_report(tmp_path / "5", {"dataset": "ml-1m", "events": "MovieLens-1M (...)"})
+    logged = write_version_report(tmp_path / "6", {"dataset": None, "events": "events.csv"})
+    assert evaluation_dataset(old, None) == "ml-100k"  # versions from before the field were all ML-100K
+    assert evaluation_dataset(one_m, None) == "ml-1m"
+    assert evaluation_dataset(one_m, DatasetName["ml-1m"]) == "ml-1m"
+    with pytest.raises(typer.BadParameter, match="trained on ml-1m, not ml-100k"):
+        evaluation_dataset(one_m, DatasetName["ml-100k"])
+    with pytest.raises(typer.BadParameter, match="give --events"):
+        evaluation_dataset(logged, None)
+    assert evaluation_dataset(logged, DatasetName["ml-100k"]) == "ml-100k"

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from trainer.evaluate import paired_ratio, rank_metrics, roc_auc, target_ranks
+from trainer.data import TRAIN
+from trainer.evaluate import paired_ratio, popularity, popularity_baseline, rank_metrics, roc_auc, target_ranks
 
 
 def test_target_ranks_with_and_without_earlier_items() -> None:
@@ -14,6 +15,56 @@ def test_target_ranks_with_and_without_earlier_items() -> None:
     assert target_ranks(scores, targets).tolist() == [3, 4]
     seen = [np.array([1]), np.array([4, 1])]  # the target itself is never excluded
     assert target_ranks(scores, targets, seen).tolist() == [2, 3]
+
+
+def test_ties_count_against_the_target_whatever_the_item_numbering() -> None:
+    """The tie rule: rank = 1 + other items scoring higher + other items scoring equal."""
+    scores = np.array([[0.5, 0.9, 0.5, 0.5, 0.1]])
+    assert target_ranks(scores, np.array([1])).tolist() == [4]  # 0.9 above, two others tie with it
+    assert target_ranks(scores, np.array([3])).tolist() == [4]  # the same for every tied item: no id tie break
+    assert target_ranks(scores, np.array([2])).tolist() == [1]
+    assert target_ranks(scores, np.array([5])).tolist() == [5]
+    assert target_ranks(scores, np.array([1]), [np.array([3, 2])]).tolist() == [2]  # excluded items leave
+    constant = np.zeros((1, 6))
+    assert target_ranks(constant, np.array([4])).tolist() == [6]  # a constant scorer gets the last rank
+    reordered = scores[:, [4, 3, 2, 1, 0]]  # renumber the items: the target keeps its rank
+    assert target_ranks(reordered, np.array([5])).tolist() == [4]
+
+
+def test_excluded_items_are_left_out_not_scored_minus_infinity() -> None:
+    scores = np.array([[-np.inf, -np.inf, 0.3, -np.inf]])  # a target scored -inf ties with nothing excluded
+    assert target_ranks(scores, np.array([1]), [np.array([2, 4])]).tolist() == [2]
+    assert target_ranks(scores, np.array([1])).tolist() == [4]
+
+
+def test_target_ranks_in_chunks_of_a_broadcast_view_and_bad_input() -> None:
+    rng = np.random.default_rng(0)
+    counts = rng.integers(0, 5, size=30).astype(float)  # popularity-like: many ties
+    targets = rng.integers(1, 31, size=50)
+    seen = [rng.choice(30, size=3, replace=False) + 1 for _ in range(50)]
+    view = np.broadcast_to(counts, (50, 30))
+    expected = [
+        1 + sum(counts[j] >= counts[t - 1] for j in range(30) if j != t - 1 and j + 1 not in s)
+        for t, s in zip(targets, seen, strict=True)
+    ]
+    np.testing.assert_array_equal(target_ranks(view, targets, seen, chunk=7), expected)
+    with pytest.raises(ValueError, match="NaN"):
+        target_ranks(np.array([[0.1, np.nan]]), np.array([1]))
+    with pytest.raises(ValueError, match="target rows"):
+        target_ranks(np.array([[0.1, 0.2]]), np.array([3]))
+
+
+def test_popularity_is_raw_train_counts(tiny_dataset) -> None:
+    withheld = np.zeros(len(tiny_dataset.catalog), dtype=bool)
+    withheld[0] = True
+    counts = popularity(tiny_dataset, withheld)
+    expected = np.zeros(len(tiny_dataset.catalog))
+    for user in tiny_dataset.users:
+        np.add.at(expected, user.items[user.split == TRAIN] - 1, 1)
+    expected[0] = 0
+    np.testing.assert_array_equal(counts, expected)
+    report = popularity_baseline(tiny_dataset)
+    assert report["cases"] == len(tiny_dataset.users) and 0 <= report["pop_hr@10_all"] <= report["pop_hr@10"] <= 1
 
 
 def test_rank_metrics_hand_checked() -> None:

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 
 from trainer.config import TrainConfig
-from trainer.data import Catalog, build_dataset
+from trainer.data import TEST, VALID, Catalog, build_dataset
 from trainer.modeling import Ensemble, RecModel
-from trainer.sequences import training_windows
+from trainer.sequences import eval_cases, training_windows
 
 CFG = TrainConfig(hidden=16, layers=2, heads=2, max_len=10, dropout=0.0)
 
@@ -161,3 +161,20 @@ def test_ensemble_scores_are_the_mean_of_its_members_logits() -> None:
         expected = torch.cat([m.new_item_adapter()(m.text[1:2]) for m in members], dim=-1)
         torch.testing.assert_close(text_row, expected)
     assert action_logits.shape == (1, 4)
+
+
+def test_evaluation_inputs_and_targets_follow_the_order_rule_not_the_file_order() -> None:
+    """Same-second events: by item id (as a string), in the split, the evaluation cases and unshuffled windows."""
+    names = ["d", "c", "b", "a", "e"]
+    times = [0, 10, 10, 10, 10]  # the last four share their second; the file lists them in reverse id order
+    catalog = Catalog(sorted(names), sorted(names), sorted(names))
+    for order in (list(range(5)), [0, 3, 1, 4, 2]):
+        dataset = build_dataset(["u"] * 5, [names[k] for k in order], ["view"] * 5, [times[k] for k in order], catalog)
+        ids = [catalog.item_ids[i - 1] for i in dataset.users[0].items]
+        assert ids == ["d", "a", "b", "c", "e"]
+        test, valid = eval_cases(dataset, TEST, max_len=10), eval_cases(dataset, VALID, max_len=10)
+        assert catalog.item_ids[test.arrays["target_items"][0] - 1] == "e"
+        assert [catalog.item_ids[i - 1] for i in test.seen[0]] == ["d", "a", "b", "c"]
+        assert catalog.item_ids[valid.arrays["target_items"][0] - 1] == "c"
+        windows = training_windows(dataset, np.zeros(5, dtype=bool), max_len=10, stride=5)
+        assert [catalog.item_ids[i - 1] for i in windows["items"][0][windows["attention_mask"][0] > 0]] == ["d", "a"]
