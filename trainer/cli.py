@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
+from stream.settings import Settings
 from trainer.config import TrainConfig
 from trainer.data import (
     DEFAULT_DATASET,
@@ -59,18 +60,26 @@ class Split(StrEnum):
 DatasetName = StrEnum("DatasetName", {name: name for name in MOVIELENS})
 """The named datasets of ``trainer.data.MOVIELENS``: ml-100k, ml-1m."""
 
-Repository = Annotated[Path, typer.Option(help="Triton model repository (the model is its 'recstream' folder).")]
 Events = Annotated[
     Path | None, typer.Option(help="Event log (CSV/JSONL/Parquet) instead of a named --dataset.", show_default=False)
 ]
 Items = Annotated[Path | None, typer.Option(help="Item table for --events (item_id, title, text fields).")]
-TritonUrl = Annotated[str | None, typer.Option(help="Triton HTTP URL: ask it to load the new version.")]
+LoadInTriton = Annotated[
+    bool, typer.Option("--load", help="Ask the running Triton (--triton-url) to load the new version.")
+]
 DatasetOption = Annotated[
     DatasetName | None,
     typer.Option(
         "--dataset", help="A named dataset, fetched into the cache on first use (default ml-100k).", show_default=False
     ),
 ]
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    """The recstream CLI's settings (global options such as --model-repository), or the environment's when
+    this app runs on its own."""
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, Settings) else Settings()
 
 
 def _setup_logging() -> None:
@@ -218,7 +227,7 @@ def wait_for_file(path: Path, timeout_s: float, poll_s: float = 5.0) -> None:
 
 @app.command("train")
 def train_command(
-    repository: Repository = Path("model_repository"),
+    ctx: typer.Context,
     dataset: DatasetOption = None,
     events: Events = None,
     items: Items = None,
@@ -247,7 +256,7 @@ def train_command(
     cold_report_wait_s: Annotated[
         float, typer.Option(help="How long to wait for each --cold-report to appear once training is done.")
     ] = 3600.0,
-    triton_url: TritonUrl = None,
+    load: LoadInTriton = False,
 ) -> None:
     """Train on the train split, early-stop on validation, evaluate on test, publish the next version."""
     _setup_logging()
@@ -265,10 +274,11 @@ def train_command(
         report_path.parent.mkdir(parents=True, exist_ok=True)
         write_report(report_path, report)
     if publish_version:
-        target = publish(repository / MODEL_NAME, lambda out: export_version(model, data, report, out))
+        settings = _settings(ctx)
+        target = publish(settings.model_repository / MODEL_NAME, lambda out: export_version(model, data, report, out))
         typer.echo(f"published {target}", err=True)
-        if triton_url:
-            load_in_triton(triton_url)
+        if load:
+            load_in_triton(settings.triton_url)
 
 
 def version_dir(repository: Path, version: str) -> Path:
@@ -300,8 +310,8 @@ def evaluation_dataset(version_folder: Path, dataset: DatasetName | None) -> str
 
 @app.command("evaluate")
 def evaluate_command(
+    ctx: typer.Context,
     version: Annotated[str, typer.Option(help="Version number or 'latest'.")] = "latest",
-    repository: Repository = Path("model_repository"),
     dataset: Annotated[
         DatasetName | None,
         typer.Option(
@@ -316,12 +326,12 @@ def evaluate_command(
     faithfulness_users: Annotated[int, typer.Option(help="Test users for the attribution check.")] = 0,
     split: Annotated[Split, typer.Option(help="Which held-out event of each user to predict.")] = Split.test,
 ) -> None:
-    """Evaluate a published version's served artifacts (encoder.onnx, item embeddings) on the test split
-    (or, with ``--split valid``, the validation split)."""
+    """Evaluate a published version's served artifacts (encoder.onnx, item embeddings) on the test split,
+    or on the validation split with --split valid."""
     _setup_logging()
     from trainer.evaluate import evaluate_version, version_users
 
-    folder = version_dir(repository, version)
+    folder = version_dir(_settings(ctx).model_repository, version)
     if events:
         data = load_data(events, items, dataset.value if dataset else None)  # with --dataset too: an error
     else:  # the version's own users: a --max-users smoke version is scored on the users it was trained on
@@ -375,18 +385,19 @@ def add_items_command(
             "after item_id joined, e.g. title then '(1995). Genres: Comedy.' as in training).",
         ),
     ],
+    ctx: typer.Context,
     version: Annotated[str, typer.Option(help="Parent version number or 'latest'.")] = "latest",
-    repository: Repository = Path("model_repository"),
-    triton_url: TritonUrl = None,
+    load: LoadInTriton = False,
 ) -> None:
     """Publish a new version with the items appended (text embedding only, the encoder is unchanged)."""
     _setup_logging()
     from trainer.catalog import add_items_from_file
 
-    target = add_items_from_file(version_dir(repository, version), items_path)
+    settings = _settings(ctx)
+    target = add_items_from_file(version_dir(settings.model_repository, version), items_path)
     typer.echo(f"published {target}", err=True)
-    if triton_url:
-        load_in_triton(triton_url)
+    if load:
+        load_in_triton(settings.triton_url)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,10 @@ import logging
 import os
 import shutil
 import tempfile
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+
+from tritonclient.grpc import InferenceServerClient
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +58,8 @@ def publish(model_dir: Path, build: Callable[[Path], None]) -> Path:
 
 
 def load_in_triton(triton_url: str, model: str = MODEL_NAME, timeout_s: float = 120) -> None:
-    """Ask a running Triton (HTTP endpoint, e.g. ``http://localhost:8000``) to (re)load ``model``, so it
-    serves the newest version (explicit model control mode)."""
-    url = f"{triton_url.rstrip('/')}/v2/repository/models/{model}/load"
-    request = urllib.request.Request(url, data=b"{}", method="POST", headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:  # raises HTTPError on 4xx/5xx
-        logger.info("Triton loaded %s: HTTP %d", model, response.status)
+    """Ask a running Triton (gRPC ``host:port``, the worker's ``--triton-url``) to (re)load ``model``, so it
+    serves the newest version (explicit model control mode); raises InferenceServerException on failure."""
+    with InferenceServerClient(triton_url) as client:
+        client.load_model(model, client_timeout=timeout_s)
+    logger.info("Triton %s loaded %s", triton_url, model)

@@ -17,6 +17,7 @@ from stream.schemas import EVENT_TYPES, EventType, Scored, ScoringError, Transie
 from stream.settings import Settings
 from stream.triton_client import TritonScorer
 from tests.model_repository.tiny_version import build_repository, item_ids, serve, write_version
+from trainer.publish import load_in_triton
 
 pytestmark = pytest.mark.integration
 
@@ -175,7 +176,7 @@ async def test_version_swap_keeps_answering(tmp_path: Path) -> None:
         try:
             await asyncio.sleep(0.5)
             write_version(repository / settings.model_name, "2", seed=1)
-            await client.load_model(settings.model_name)
+            await asyncio.to_thread(load_in_triton, settings.triton_url)  # what `recstream train --load` does
             await asyncio.sleep(0.5)
             stop.set()
             await loop  # raises if any call failed

@@ -140,11 +140,14 @@ def test_add_items_publishes_a_version_with_more_rows(repository: Path, trained,
         add_items(parent, Catalog(["i1"], [None], ["again"]))
 
 
-def evaluate_cli(repository: Path, tiny_files: tuple[Path, Path], *options: str) -> Result:
-    """``recstream evaluate --version 1`` on the tiny repository and data, as users call it."""
+def evaluate_cli(repository: Path, tiny_files: tuple[Path, Path], *options: str, env: bool = False) -> Result:
+    """``recstream --model-repository R evaluate --version 1`` on the tiny repository and data, as users call it
+    (or with RECSTREAM_MODEL_REPOSITORY=R: one option and one variable for the setting in every command)."""
     events, items = tiny_files
-    data = ["--repository", str(repository), "--events", str(events), "--items", str(items)]
-    return CliRunner().invoke(recstream_app, ["evaluate", "--version", "1", *data, *options])
+    data = ["--events", str(events), "--items", str(items)]
+    where = [] if env else ["--model-repository", str(repository)]
+    variables = {"RECSTREAM_MODEL_REPOSITORY": str(repository)} if env else None
+    return CliRunner().invoke(recstream_app, [*where, "evaluate", "--version", "1", *data, *options], env=variables)
 
 
 def test_cli_evaluate_json_prints_one_object(repository: Path, tiny_files) -> None:
@@ -156,7 +159,7 @@ def test_cli_evaluate_json_prints_one_object(repository: Path, tiny_files) -> No
 
 
 def test_cli_evaluate_valid_split_scores_the_validation_events(repository: Path, trained, tiny_files) -> None:
-    result = evaluate_cli(repository, tiny_files, "--split", "valid", "--json")
+    result = evaluate_cli(repository, tiny_files, "--split", "valid", "--json", env=True)
     assert result.exit_code == 0, result.output
     expected = evaluate_version(repository / "recstream" / "1", trained.dataset, split=VALID)
     assert orjson.loads(result.stdout)["ndcg@10_all"] == pytest.approx(expected["ndcg@10_all"])
