@@ -145,7 +145,12 @@ def _replay_command(dataset: str) -> Any:
     ) -> None:
         from recstream.replay import replay_movielens as replay
 
-        _run(ctx, lambda s: asyncio.run(replay(s, rate=rate, limit=limit, cache_dir=cache_dir, dataset=dataset)))
+        _run(
+            ctx,
+            lambda s: asyncio.run(
+                replay(s, rate=rate, limit=limit, cache_dir=cache_dir, dataset=dataset, progress=True)
+            ),
+        )
 
     return replay_dataset
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from aiokafka import AIOKafkaProducer
+from tqdm import tqdm
 
 from stream.schemas import EVENT_TYPES, EventType, InputEvent
 from stream.settings import Settings
@@ -51,12 +52,16 @@ def events_in_time_order(dataset: Dataset, source: str) -> Iterator[InputEvent]:
         )
 
 
-async def replay(settings: Settings, events: Iterator[InputEvent], rate: float, limit: int | None) -> int:
+async def replay(
+    settings: Settings, events: Iterator[InputEvent], rate: float, limit: int | None, *, progress: bool = False
+) -> int:
     """Produce events keyed by user_id (clicks and purchases to the clicks topic, the rest to views),
-    paced at ``rate`` events per second (0 = as fast as possible). Returns the number sent."""
+    paced at ``rate`` events per second (0 = as fast as possible), with a progress bar on stderr if asked.
+    Returns the number sent."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5)
     await producer.start()
     sent, started = 0, time.monotonic()
+    bar = tqdm(total=limit, unit=" events", desc="replay", disable=not progress, dynamic_ncols=True)
     try:
         for event in events:
             if limit is not None and sent >= limit:
@@ -64,12 +69,14 @@ async def replay(settings: Settings, events: Iterator[InputEvent], rate: float, 
             topic = settings.topic_views if event.event_type is EventType.view else settings.topic_clicks
             await producer.send(topic, event.to_bytes(), key=event.user_id.encode())
             sent += 1
+            bar.update()
             if rate > 0 and (ahead_s := sent / rate - (time.monotonic() - started)) > 0:
                 await asyncio.sleep(ahead_s)
-            if sent % 1000 == 0:
+            if sent % 1000 == 0 and not progress:
                 logger.info("replayed %d events", sent)
         await producer.flush()
     finally:
+        bar.close()
         await producer.stop()
     logger.info("replay done: %d events in %.1f s", sent, time.monotonic() - started)
     return sent
@@ -81,6 +88,7 @@ async def replay_movielens(
     limit: int | None,
     cache_dir: Path | None = None,
     dataset: str = DEFAULT_DATASET,
+    progress: bool = False,
 ) -> int:
     """Replay a named MovieLens dataset (``ml-100k``, ``ml-1m``), fetched into the cache on first use;
     ``cache_dir`` is the folder of its files (default ``<cache>/<dataset>``). Event ids start with the dataset
@@ -88,4 +96,5 @@ async def replay_movielens(
     source = movielens_source(dataset)
     data_dir = await asyncio.to_thread(fetch_movielens, cache_dir, source.name)
     data = await asyncio.to_thread(load_movielens, data_dir, source.name)
-    return await replay(settings, events_in_time_order(data, source.name.replace("-", "")), rate, limit)
+    events = events_in_time_order(data, source.name.replace("-", ""))
+    return await replay(settings, events, rate, limit, progress=progress)
