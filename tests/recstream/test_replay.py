@@ -67,7 +67,7 @@ def test_replaying_a_named_dataset_reads_it_from_the_cache(tmp_path, monkeypatch
     )
     sent = []
 
-    async def fake_replay(settings, events, rate, limit):
+    async def fake_replay(settings, events, rate, limit, progress=False):
         sent.extend(events)
         return len(sent)
 
@@ -119,7 +119,7 @@ def test_cli_replay_has_a_command_per_dataset_and_up_passes_the_dataset_through(
 
     calls = []
 
-    async def fake_replay_movielens(settings, rate, limit, cache_dir=None, dataset="ml-100k"):
+    async def fake_replay_movielens(settings, rate, limit, cache_dir=None, dataset="ml-100k", progress=False):
         calls.append(("replay", dataset, rate, limit))
         return 0
 
