@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -46,14 +47,17 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a child process exactly these settings."""
+    """The environment that gives a child process exactly these settings (lists as JSON, as pydantic reads)."""
     env = dict(os.environ)
-    for name, value in settings.model_dump().items():
+    for name, value in settings.model_dump(mode="json").items():
         variable = f"RECSTREAM_{name.upper()}"
+        secret = getattr(settings, name)
         if value is None:
             env.pop(variable, None)
+        elif isinstance(secret, SecretStr):
+            env[variable] = secret.get_secret_value()
         else:
-            env[variable] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+            env[variable] = json.dumps(value) if isinstance(value, list | dict) else str(value)
     return env
 
 

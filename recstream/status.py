@@ -35,7 +35,7 @@ def effective_settings(settings: Settings, flags: Mapping[str, Any]) -> list[Set
     """Every setting, its value (secrets masked) and where it came from, strongest source first."""
     environment = {k.upper() for k in os.environ}
     dotenv = {k.upper() for k in dotenv_values(ENV_FILE)} if os.path.exists(ENV_FILE) else set()
-    rows = []
+    rows, dumped = [], settings.model_dump(mode="json")
     for name, field in Settings.model_fields.items():
         variable = f"RECSTREAM_{name.upper()}"
         if flags.get(name) is not None:
@@ -46,8 +46,11 @@ def effective_settings(settings: Settings, flags: Mapping[str, Any]) -> list[Set
             source = ".env"
         else:
             source = "default"
-        value = getattr(settings, name)
-        shown = "**********" if isinstance(value, SecretStr) and value.get_secret_value() else str(value)
+        value, plain = getattr(settings, name), dumped[name]
+        if isinstance(value, SecretStr):
+            shown = "**********" if value.get_secret_value() else ""
+        else:
+            shown = ",".join(plain) if isinstance(plain, list) else str(plain)
         rows.append(SettingRow(name, shown, source, field.description or ""))
     return rows
 

@@ -8,6 +8,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 
+from stream.kafka import pace_empty_fetches
 from stream.settings import Settings
 from stream.titles import readable_title
 
@@ -37,6 +38,7 @@ async def watch_outputs(settings: Settings, console: Console | None = None) -> N
         *topics, bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="latest", enable_auto_commit=False
     )
     await consumer.start()
+    pace_empty_fetches(consumer, settings.consumer_empty_fetch_pause_ms)
     try:
         async for record in consumer:
             line = describe(record.topic, orjson.loads(record.value), settings)

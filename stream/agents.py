@@ -143,6 +143,8 @@ def events_agent(
                 message.offset,
                 max_events=settings.window_max_events,
                 max_age_s=settings.window_max_age_s,
+                consumed_types=settings.consumed_event_types,
+                max_consumed=settings.consumed_max_items,
             )
             if outcome is Outcome.duplicate:
                 metrics.duplicates.inc()
@@ -158,6 +160,7 @@ def events_agent(
                 partial(manual.ack, event),
                 origin=Origin(message.topic, message.partition, message.offset),
                 stages_ms=stages_ms,
+                consumed=state.consumed,
             )
 
     return events

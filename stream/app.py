@@ -91,7 +91,8 @@ def build_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         processing_guarantee=settings.processing_guarantee,
         recovery_consistency_check=settings.recovery_consistency_check,
     )
-    setattr(app, kafka.FETCH_MAX_WAIT_ATTR, settings.consumer_fetch_max_wait_ms)
+    tuning = kafka.ConsumerTuning(settings.consumer_fetch_max_wait_ms, settings.consumer_empty_fetch_pause_ms)
+    setattr(app, kafka.TUNING_ATTR, tuning)
     events_in = app.topic(*input_topics(settings), settings.topic_events, settings.topic_control, **_RAW)
     events = app.topic(settings.topic_events, **_RAW)
     predictions = app.topic(settings.topic_predictions, **_RAW)

@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Ack = Callable[[], Awaitable[object]]
-Score = Callable[[Sequence[Sequence[WindowEvent]]], Awaitable[list[Scored]]]
+#: score(windows, consumed): one result per window; consumed[i] are items never to recommend to user i
+Score = Callable[[Sequence[Sequence[WindowEvent]], Sequence[Sequence[str]]], Awaitable[list[Scored]]]
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class PendingPrediction:
     origins: list[Origin] = field(default_factory=list)
     stages_ms: dict[str, float] = field(default_factory=dict)
     submitted_at: float = 0.0
+    consumed: Sequence[str] = ()
 
     def add(
         self,
@@ -75,8 +77,10 @@ class PendingPrediction:
         origin: Origin,
         stages_ms: dict[str, float],
         now: float,
+        consumed: Sequence[str] = (),
     ) -> None:
         self.window = window
+        self.consumed = consumed
         self.event_ids.append(event.event_id)
         self.newest_record_ts_ms = max(self.newest_record_ts_ms, event.record_ts_ms)
         self.acks.append(ack)
@@ -145,6 +149,7 @@ class MicroBatcher:
         *,
         origin: Origin,
         stages_ms: dict[str, float] | None = None,
+        consumed: Sequence[str] = (),
     ) -> None:
         """Queue a prediction for ``user_id`` (blocks while ``max_batch_size`` other users are pending)."""
         loop = asyncio.get_running_loop()
@@ -155,7 +160,7 @@ class MicroBatcher:
                 if not self._pending:
                     self._first_pending_at = loop.time()
                 pending = self._pending[user_id] = PendingPrediction(user_id, window)
-            pending.add(window, event, ack, origin, stages_ms or {}, loop.time())
+            pending.add(window, event, ack, origin, stages_ms or {}, loop.time(), consumed)
             self._changed.notify_all()
 
     async def _run(self) -> None:
@@ -228,7 +233,7 @@ class MicroBatcher:
     async def _score_isolating(self, batch: list[PendingPrediction]) -> list[Scored | str]:
         """Each pending's result, or the model's error for the windows it rejects (found by halving)."""
         try:
-            return list(await self._retrying("score", partial(self._score_checked, [p.window for p in batch])))
+            return list(await self._retrying("score", partial(self._score_checked, batch)))
         except ScoringError as exc:
             if len(batch) == 1:
                 logger.warning("the model rejected a window of %d events: %s", len(batch[0].window), exc)
@@ -236,10 +241,10 @@ class MicroBatcher:
             half = len(batch) // 2
             return [*await self._score_isolating(batch[:half]), *await self._score_isolating(batch[half:])]
 
-    async def _score_checked(self, windows: list[Sequence[WindowEvent]]) -> list[Scored]:
-        scored = await self._score(windows)
-        if len(scored) != len(windows):
-            raise TransientScoringError(f"scorer answered {len(scored)} results for {len(windows)} windows")
+    async def _score_checked(self, batch: list[PendingPrediction]) -> list[Scored]:
+        scored = await self._score([p.window for p in batch], [p.consumed for p in batch])
+        if len(scored) != len(batch):
+            raise TransientScoringError(f"scorer answered {len(scored)} results for {len(batch)} windows")
         return scored
 
     async def _retrying(self, what: str, step: Callable[[], Awaitable[T]]) -> T:

@@ -199,8 +199,11 @@ class Scorer(Protocol):
 
     async def ready(self) -> bool: ...
 
-    async def score(self, windows: Sequence[Sequence[WindowEvent]]) -> list[Scored]:
-        """Next items and actions of every window; raises ScoringError / TransientScoringError."""
+    async def score(
+        self, windows: Sequence[Sequence[WindowEvent]], consumed: Sequence[Sequence[str]] = ()
+    ) -> list[Scored]:
+        """Next items and actions of every window, leaving out the window's items and ``consumed[i]`` (items
+        user i consumed before the window); raises ScoringError / TransientScoringError."""
         ...
 
     async def explain(self, windows: Sequence[Sequence[WindowEvent]]) -> list[Explained]:

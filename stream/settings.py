@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from stream.schemas import EventType
+
 #: The project's own model repository, wherever the project is installed from source (editable installs).
 PROJECT_MODEL_REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
 #: Where settings are read from besides the environment (pydantic-settings' dotenv support).
@@ -42,6 +44,11 @@ class Settings(BaseSettings):
     )
     consumer_fetch_max_wait_ms: int = Field(
         100, ge=1, description="longest a fetch waits for data (tansu makes every fetch wait this long)"
+    )
+    consumer_empty_fetch_pause_ms: float = Field(
+        10.0,
+        ge=0,
+        description="after an empty fetch answered at once (noida-db does not hold fetches), wait out this long",
     )
     producer_linger_ms: float = Field(0.0, ge=0, description="how long the worker's producer waits to fill a batch")
 
@@ -86,6 +93,13 @@ class Settings(BaseSettings):
     # --- behaviour window ---
     window_max_events: int = Field(50, ge=1)
     window_max_age_s: float = Field(30 * 24 * 3600, gt=0, description="age in event time, from the newest event")
+
+    consumed_event_types: tuple[EventType, ...] = Field(
+        tuple(EventType), description="event types whose item counts as consumed: never recommended again"
+    )
+    consumed_max_items: int = Field(
+        200, ge=0, description="consumed items kept per user beyond the window (newest first); 0: the window only"
+    )
 
     # --- batching ---
     max_batch_size: int = Field(64, ge=1)

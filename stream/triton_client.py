@@ -75,10 +75,12 @@ class TritonScorer:
         except InferenceServerException:
             return False
 
-    async def score(self, windows: Sequence[Sequence[WindowEvent]]) -> list[Scored]:
+    async def score(
+        self, windows: Sequence[Sequence[WindowEvent]], consumed: Sequence[Sequence[str]] = ()
+    ) -> list[Scored]:
         if not windows:
             return []
-        result = await self._infer(windows, PREDICT_OUTPUTS, "score")
+        result = await self._infer(windows, PREDICT_OUTPUTS, "score", consumed)
         model = _model_of(result)
         top_items, top_scores, top_titles, next_action = (result.as_numpy(name) for name in PREDICT_OUTPUTS)
         top_k = self._settings.top_k
@@ -113,7 +115,9 @@ class TritonScorer:
             )
         return explained
 
-    def _inputs(self, windows: Sequence[Sequence[WindowEvent]]) -> list[InferInput]:
+    def _inputs(
+        self, windows: Sequence[Sequence[WindowEvent]], consumed: Sequence[Sequence[str]] = ()
+    ) -> list[InferInput]:
         limit = self._settings.window_max_events
         for window in windows:
             if not 0 < len(window) <= limit:
@@ -127,20 +131,30 @@ class TritonScorer:
             ids[row, start:] = [e.item_id.encode() for e in window]
             types[row, start:] = [e.event_type.value.encode() for e in window]
             stamps[row, start:] = [e.timestamp for e in window]
+        arrays = [("ITEM_IDS", ids, "BYTES"), ("EVENT_TYPES", types, "BYTES"), ("TIMESTAMPS", stamps, "FP64")]
+        if any(consumed):
+            if len(consumed) != len(windows):
+                raise ValueError(f"{len(consumed)} consumed lists for {len(windows)} windows")
+            excluded = np.full((len(windows), max(len(c) for c in consumed)), b"", dtype=object)
+            for row, items in enumerate(consumed):
+                excluded[row, : len(items)] = [item.encode() for item in items]
+            arrays.append(("EXCLUDE_IDS", excluded, "BYTES"))
         inputs = []
-        for name, array, dtype in (
-            ("ITEM_IDS", ids, "BYTES"),
-            ("EVENT_TYPES", types, "BYTES"),
-            ("TIMESTAMPS", stamps, "FP64"),
-        ):
+        for name, array, dtype in arrays:
             tensor = InferInput(name, list(array.shape), dtype)
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
         return inputs
 
-    async def _infer(self, windows: Sequence[Sequence[WindowEvent]], outputs: Sequence[str], kind: str) -> InferResult:
+    async def _infer(
+        self,
+        windows: Sequence[Sequence[WindowEvent]],
+        outputs: Sequence[str],
+        kind: str,
+        consumed: Sequence[Sequence[str]] = (),
+    ) -> InferResult:
         client = self._require_client()
-        inputs = self._inputs(windows)
+        inputs = self._inputs(windows, consumed)
         started = time.perf_counter()
         try:
             result = await client.infer(

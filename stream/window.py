@@ -19,7 +19,7 @@ the second is dropped.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -40,6 +40,8 @@ class Outcome(Enum):
 class UserWindow:
     events: tuple[WindowEvent, ...] = ()
     last_offsets: Mapping[str, int] = field(default_factory=dict)
+    #: items of consumed events, oldest first, older than the window too (bounded): never recommended again
+    consumed: tuple[str, ...] = ()
 
     def to_bytes(self) -> bytes:
         return _WINDOW.dump_json(self)
@@ -69,15 +71,28 @@ def insert_event(
 
 
 def apply_event(
-    window: UserWindow, event: WindowEvent, topic: str, offset: int, *, max_events: int, max_age_s: float
+    window: UserWindow,
+    event: WindowEvent,
+    topic: str,
+    offset: int,
+    *,
+    max_events: int,
+    max_age_s: float,
+    consumed_types: Collection[EventType] = (),
+    max_consumed: int = 0,
 ) -> tuple[UserWindow, Outcome]:
-    """Apply one record (read from ``topic`` at ``offset``) to a user's window."""
+    """Apply one record (read from ``topic`` at ``offset``) to a user's window; an event of one of the
+    ``consumed_types`` adds its item to the user's ``max_consumed`` newest consumed items."""
     last_offset = window.last_offsets.get(topic, -1)
     if any(e.event_id == event.event_id for e in window.events):
         outcome = Outcome.replayed if offset <= last_offset else Outcome.duplicate
         return window, outcome
     events = insert_event(window.events, event, max_events=max_events, max_age_s=max_age_s)
-    return UserWindow(events, {**window.last_offsets, topic: max(offset, last_offset)}), Outcome.added
+    consumed = window.consumed
+    if event.event_type in consumed_types and max_consumed > 0:
+        consumed = (*(i for i in consumed if i != event.item_id), event.item_id)[-max_consumed:]
+    offsets = {**window.last_offsets, topic: max(offset, last_offset)}
+    return UserWindow(events, offsets, consumed), Outcome.added
 
 
 def span_seconds(events: Sequence[WindowEvent]) -> float:

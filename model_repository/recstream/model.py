@@ -20,6 +20,8 @@ import triton_python_backend_utils as pb_utils
 EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase")
 
 INPUTS = ("ITEM_IDS", "EVENT_TYPES", "TIMESTAMPS")
+#: Optional input: item ids the user already consumed (older than the window too), left out of the top items.
+OPTIONAL_EXCLUDE = "EXCLUDE_IDS"
 OUTPUTS = ("TOP_ITEMS", "TOP_SCORES", "TOP_TITLES", "NEXT_ACTION", "ATTRIBUTION", "INPUT_TITLES")
 #: Outputs aligned with the input positions ([B, L]); the others are [B, top_k] or [B, 4].
 _PER_POSITION = frozenset({"ATTRIBUTION", "INPUT_TITLES"})
@@ -78,6 +80,7 @@ class _Parsed(NamedTuple):
     codes: np.ndarray  # int64 [B, L] event codes (0 = padding)
     ages: np.ndarray  # float64 [B, L] seconds to the row's newest event
     mask: np.ndarray  # bool [B, L] real events
+    exclude: np.ndarray  # int64 [B, E] embedding rows also left out of the top items (0 = none), E >= 0
     outputs: frozenset[str]  # the output names the request asked for
 
 
@@ -158,9 +161,18 @@ class TritonPythonModel:
             raise RequestError("TIMESTAMPS must be finite for real events")
         newest = np.where(mask, ts, -np.inf).max(axis=1, keepdims=True)
         ages = np.where(mask, newest - ts, 0.0)
+        exclude = np.zeros((ids.shape[0], 0), dtype=np.int64)
+        excluded_ids = pb_utils.get_input_tensor_by_name(request, OPTIONAL_EXCLUDE)
+        if excluded_ids is not None:
+            excluded_ids = excluded_ids.as_numpy()
+            if excluded_ids.ndim != 2 or excluded_ids.shape[0] != ids.shape[0]:
+                raise RequestError(f"{OPTIONAL_EXCLUDE} must be [batch, n]; got {list(excluded_ids.shape)}")
+            unique_ids, inverse = np.unique(excluded_ids, return_inverse=True)
+            exclude = np.array([self.row_of.get(i, 0) for i in unique_ids], dtype=np.int64)[inverse]
+            exclude = exclude.reshape(excluded_ids.shape)  # "" and unknown ids -> 0: nothing to leave out
         # Triton fills in every output when the client names none; the fallback only guards that rule
         outputs = frozenset(request.requested_output_names()) or frozenset(OUTPUTS)
-        return _Parsed(index, rows, codes, ages, mask, outputs)
+        return _Parsed(index, rows, codes, ages, mask, exclude, outputs)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses: list[Any] = [None] * len(requests)
@@ -193,8 +205,10 @@ class TritonPythonModel:
 
         rows, codes = stack("rows", np.int64), stack("codes", np.int64)
         ages, mask = stack("ages", np.float32), stack("mask", bool)
+        width = max(p.exclude.shape[1] for p in parsed)
+        exclude = np.concatenate([np.pad(p.exclude, ((0, 0), (0, width - p.exclude.shape[1]))) for p in parsed])
         attribute = np.concatenate([np.full(p.rows.shape[0], "ATTRIBUTION" in p.outputs) for p in parsed])
-        outputs = self._score(rows, codes, ages, mask, attribute)
+        outputs = self._score(rows, codes, ages, mask, exclude, attribute)
         start = 0
         for p in parsed:
             batch, width = p.rows.shape
@@ -226,16 +240,25 @@ class TritonPythonModel:
         return user_vec, action_logits
 
     def _score(
-        self, rows: np.ndarray, codes: np.ndarray, ages: np.ndarray, mask: np.ndarray, attribute: np.ndarray
+        self,
+        rows: np.ndarray,
+        codes: np.ndarray,
+        ages: np.ndarray,
+        mask: np.ndarray,
+        exclude: np.ndarray,
+        attribute: np.ndarray,
     ) -> dict[str, np.ndarray]:
-        """Every output for every row [N, L], except ATTRIBUTION: computed for the ``attribute`` rows only."""
+        """Every output for every row [N, L], except ATTRIBUTION: computed for the ``attribute`` rows only.
+        ``exclude`` [N, E]: more embedding rows per row to leave out of the top items (0 = none)."""
         catalogue = self.embeddings[1:]
         user_vec, action_logits = self._encode(rows, codes, ages, mask)
         logits = user_vec @ catalogue.T  # [N, C]
         probs = _softmax(logits)
-        # leave out each row's own (known) window items, then take the top k
+        # leave out each row's own (known) window items and the items it excludes, then take the top k
         r, pos = np.nonzero(mask & (rows > 0))
         probs[r, rows[r, pos] - 1] = -1.0
+        r, pos = np.nonzero(exclude > 0)
+        probs[r, exclude[r, pos] - 1] = -1.0
         k = min(self.top_k, probs.shape[1])
         top = np.argpartition(-probs, k - 1, axis=1)[:, :k]
         top = np.take_along_axis(top, np.argsort(-np.take_along_axis(probs, top, axis=1), axis=1), axis=1)

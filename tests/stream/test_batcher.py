@@ -21,7 +21,7 @@ class FakeScorer:
         self.failures = failures
         self.gate = gate
 
-    async def score(self, windows: Sequence[Sequence[WindowEvent]]) -> list[Scored]:
+    async def score(self, windows: Sequence[Sequence[WindowEvent]], consumed: Sequence[Sequence[str]]) -> list[Scored]:
         self.calls.append(list(windows))
         if self.gate is not None:
             await self.gate.wait()
@@ -191,7 +191,7 @@ async def test_scorer_answering_the_wrong_number_of_results_is_a_failure(answers
     out = Emitted()
     calls = []
 
-    async def wrong(windows: Sequence[Sequence[WindowEvent]]) -> list[Scored]:
+    async def wrong(windows: Sequence[Sequence[WindowEvent]], consumed: Sequence[Sequence[str]]) -> list[Scored]:
         calls.append(windows)
         n = answers if len(calls) == 1 else len(windows)
         return [scored()] * n
@@ -212,7 +212,7 @@ async def test_next_batch_is_scored_while_one_is_in_flight_and_emission_keeps_or
     gates = [asyncio.Event(), asyncio.Event()]
     calls: list[list[str]] = []
 
-    async def score(windows: Sequence[Sequence[WindowEvent]]) -> list[Scored]:
+    async def score(windows: Sequence[Sequence[WindowEvent]], consumed: Sequence[Sequence[str]]) -> list[Scored]:
         calls.append([w[-1].event_id for w in windows])
         await gates[len(calls) - 1].wait()
         return [scored() for _ in windows]
@@ -240,7 +240,7 @@ async def test_next_batch_is_scored_while_one_is_in_flight_and_emission_keeps_or
 async def test_a_window_the_model_rejects_is_isolated_and_the_rest_predicted() -> None:
     calls: list[int] = []
 
-    async def score(windows: Sequence[Sequence[WindowEvent]]) -> list[Scored]:
+    async def score(windows: Sequence[Sequence[WindowEvent]], consumed: Sequence[Sequence[str]]) -> list[Scored]:
         calls.append(len(windows))
         if any(w[-1].event_id == "poison" for w in windows):
             raise ScoringError("INVALID_ARG: unknown event type")

@@ -83,6 +83,17 @@ async def test_score(scorer: TritonScorer, tiny_triton: Settings) -> None:
     assert all(item.title is None for item in results[0].next_items if int(item.item_id[5:]) % 7 == 0)
 
 
+async def test_consumed_items_are_left_out_of_the_top_items(scorer: TritonScorer) -> None:
+    """Items the user consumed before the window (EXCLUDE_IDS) are never recommended, like the window's own."""
+    events = window(5, seed=11)
+    plain = (await scorer.score([events]))[0]
+    consumed = [item.item_id for item in plain.next_items[:3]]
+    excluded, other = await scorer.score([events, window(4, seed=12)], [consumed, []])
+    assert not set(consumed) & {item.item_id for item in excluded.next_items}
+    assert [i.item_id for i in excluded.next_items[:3]] == [i.item_id for i in plain.next_items[3:6]]
+    assert_same(other, (await scorer.score([window(4, seed=12)]))[0])
+
+
 async def test_explain(scorer: TritonScorer) -> None:
     windows = [window(50, seed=1), window(3, seed=2, unknown=True), window(1, seed=3)]
     results = await scorer.explain(windows)

@@ -107,3 +107,16 @@ def test_span_and_cart() -> None:
     assert span_seconds(events) == 30
     assert span_seconds([]) == 0
     assert cart_items(events) == ["y"]
+
+
+def test_consumed_items_are_kept_beyond_the_window_newest_last_and_bounded() -> None:
+    bounds = {"max_events": 2, "max_age_s": MAX_AGE_S, "consumed_types": {EventType.click}, "max_consumed": 3}
+    window = UserWindow()
+    for offset, (item, event_type) in enumerate(
+        [("a", EventType.click), ("b", EventType.view), ("c", EventType.click), ("a", EventType.click),
+         ("d", EventType.click), ("e", EventType.click)]
+    ):  # fmt: skip
+        window, _ = apply_event(window, event(f"e{offset}", offset, item, event_type), "views", offset, **bounds)
+    assert [e.item_id for e in window.events] == ["d", "e"]
+    assert window.consumed == ("a", "d", "e"), "views do not count; a repeat moves to the end; the oldest go"
+    assert UserWindow.from_bytes(window.to_bytes()) == window
