@@ -167,11 +167,18 @@ replay_app.command("movielens", help="The same as `recstream replay ml-100k` (Mo
 
 
 @app.command()
-def config(ctx: typer.Context) -> None:
+def config(
+    ctx: typer.Context,
+    markdown: Annotated[bool, typer.Option(help="print README's table of every setting and its default")] = False,
+) -> None:
     """Show the effective settings and where each came from (flag, environment, .env or default)."""
     from rich.table import Table
 
-    from recstream.status import effective_settings
+    from recstream.status import effective_settings, settings_markdown
+
+    if markdown:
+        typer.echo(settings_markdown(), nl=False)
+        return
 
     table = Table("setting", "value", "from", "what", box=None, pad_edge=False)
     for row in effective_settings(ctx.obj, ctx.meta["flags"]):

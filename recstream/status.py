@@ -55,6 +55,23 @@ def effective_settings(settings: Settings, flags: Mapping[str, Any]) -> list[Set
     return rows
 
 
+def settings_markdown() -> str:
+    """The configuration table of README.md: every setting's flag, variable, default and meaning."""
+    defaults = Settings.model_construct().model_dump(mode="json")
+    lines = ["| flag | variable | default | what |", "|---|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        value = defaults[name]
+        if isinstance(value, list):
+            value = ",".join(value)
+        elif name == "model_repository":
+            value = "the project's model_repository/"
+        shown = "(random per process)" if name == "log_hash_key" else f"`{value}`" if value not in ("", None) else "–"
+        lines.append(
+            f"| `--{name.replace('_', '-')}` | `RECSTREAM_{name.upper()}` | {shown} | {field.description or ''} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 @dataclass(frozen=True)
 class PartStatus:
     part: str

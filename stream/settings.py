@@ -26,19 +26,23 @@ class Settings(BaseSettings):
     )
 
     # --- Kafka ---
-    bootstrap_servers: str = "127.0.0.1:9092"
-    broker_port: int = 9092
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,...]")
+    broker_port: int = Field(9092, description="port of the embedded broker (recstream up, recstream broker)")
     partitions: int = Field(4, ge=1, description="partition count of every topic the stack creates")
-    topic_views: str = "views"
-    topic_clicks: str = "clicks"
+    topic_views: str = Field("views", description="input: view events (JSON, keyed by user_id)")
+    topic_clicks: str = Field("clicks", description="input: click, add_to_cart and purchase events")
     topic_events: str = Field("recstream-events", description="internal: validated events keyed by user_id")
-    topic_predictions: str = "predictions"
-    topic_guidance: str = "guidance"
-    topic_dead_letters: str = "dead-letters"
+    topic_predictions: str = Field("predictions", description="output: next items and actions, per event")
+    topic_guidance: str = Field("guidance", description="output: what to do for a user, and why")
+    topic_dead_letters: str = Field(
+        "dead-letters", description="output: bad input and rejected windows, with the reason"
+    )
     topic_control: str = Field(
         "recstream-control", description="requests to the workers, keyed by user_id (e.g. forget a user)"
     )
-    app_id: str = "recstream"
+    app_id: str = Field(
+        "recstream", description="Faust app id: the consumer group and the prefix of the changelog topics"
+    )
     embedded_broker: Literal["noida", "tansu"] = Field(
         "noida", description="the broker `recstream up` and `recstream broker` start (docs/BENCHMARKS.md compares them)"
     )
@@ -54,14 +58,14 @@ class Settings(BaseSettings):
 
     # --- Triton ---
     triton_url: str = Field("127.0.0.1:8001", description="gRPC host:port")
-    triton_http_port: int = 8000
-    triton_grpc_port: int = 8001
-    triton_metrics_port: int = 8002
-    model_name: str = "recstream"
+    triton_http_port: int = Field(8000, description="HTTP port of the embedded Triton")
+    triton_grpc_port: int = Field(8001, description="gRPC port of the embedded Triton")
+    triton_metrics_port: int = Field(8002, description="Prometheus metrics port of the embedded Triton")
+    model_name: str = Field("recstream", description="the Triton model the worker scores with")
     model_repository: Path = Field(
         PROJECT_MODEL_REPOSITORY, description="Triton model repository (the model is its <model_name> folder)"
     )
-    triton_timeout_s: float = 10.0
+    triton_timeout_s: float = Field(10.0, gt=0, description="time-out of one Triton request")
 
     # --- worker ---
     processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
@@ -87,11 +91,11 @@ class Settings(BaseSettings):
         description="key of the hash that stands for a user id in logs (empty: a new random key per process)",
     )
     web_host: str = Field("127.0.0.1", description="address the worker's web server binds (0.0.0.0: every one)")
-    web_port: int = 6066
+    web_port: int = Field(6066, description="port of the worker's web server (/, /health, /metrics)")
     data_dir: Path = Field(Path("var/worker"), description="RocksDB table state of the worker")
 
     # --- behaviour window ---
-    window_max_events: int = Field(50, ge=1)
+    window_max_events: int = Field(50, ge=1, description="events kept in a user's behaviour window")
     window_max_age_s: float = Field(30 * 24 * 3600, gt=0, description="age in event time, from the newest event")
 
     consumed_event_types: tuple[EventType, ...] = Field(
@@ -102,19 +106,23 @@ class Settings(BaseSettings):
     )
 
     # --- batching ---
-    max_batch_size: int = Field(64, ge=1)
+    max_batch_size: int = Field(64, ge=1, description="users per Triton request, at most")
     max_wait_ms: float = Field(5.0, ge=0, description="longest the first user of a batch waits for others")
     max_batches_in_flight: int = Field(
         2, ge=1, description="batches scored at once: the next one fills while Triton scores the current one"
     )
 
     # --- outputs ---
-    top_k: int = Field(10, ge=1)
+    top_k: int = Field(10, ge=1, description="items per prediction")
 
     # --- guidance policy ---
     guidance_cooldown_s: float = Field(300.0, ge=0, description="at most one guidance per user per this time")
-    checkout_min_purchase_prob: float = Field(0.3, ge=0, le=1)
-    retain_max_engage_prob: float = Field(0.35, ge=0, le=1)
+    checkout_min_purchase_prob: float = Field(
+        0.3, ge=0, le=1, description="p(purchase) that suggests checking out an open cart"
+    )
+    retain_max_engage_prob: float = Field(
+        0.35, ge=0, le=1, description="engagement below which the policy tries to retain the user"
+    )
     recommend_min_score: float = Field(
         0.005, ge=0, le=1, description="top item probability (softmax over the catalogue) that makes a recommendation"
     )
