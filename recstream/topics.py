@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from recstream.errors import StackError
+from stream.names import changelog_topics
 from stream.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,12 @@ async def ensure_topics(settings: Settings, topics: dict[str, int], timeout_s: f
         raise StackError(f"broker: cannot reach Kafka at {settings.bootstrap_servers}") from None
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(name, count, 1) for name, count in topics.items() if name not in existing]
+        compacted = changelog_topics(settings)
+        missing = [
+            NewTopic(name, count, 1, topic_configs={"cleanup.policy": "compact"} if name in compacted else {})
+            for name, count in topics.items()
+            if name not in existing
+        ]
         if missing:
             response = await admin.create_topics(missing)
             for name, code, message in (e[:3] for e in response.topic_errors):

@@ -79,6 +79,7 @@ def build_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         producer_linger=settings.producer_linger_ms / 1000,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.session_timeout_s / 4,
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
         consumer_group_instance_id=settings.group_instance_id or default_instance_id(settings),
         web_bind=settings.web_host,
         web_port=settings.web_port,

@@ -18,6 +18,11 @@ def changelog_topic(settings: Settings, table: str) -> str:
     return f"{settings.app_id}-{table}-changelog"
 
 
+def changelog_topics(settings: Settings) -> frozenset[str]:
+    """The tables' changelogs: compacted, so a key's latest value (or its tombstone) is what they keep."""
+    return frozenset(changelog_topic(settings, table) for table in (WINDOWS_TABLE, COOLDOWN_TABLE))
+
+
 def input_topics(settings: Settings) -> tuple[str, str]:
     return settings.topic_views, settings.topic_clicks
 
@@ -31,8 +36,6 @@ def topic_names(settings: Settings) -> dict[str, int]:
         settings.topic_guidance,
         settings.topic_dead_letters,
         settings.topic_control,
-        # table changelogs (should be compacted where the broker supports it)
-        changelog_topic(settings, WINDOWS_TABLE),
-        changelog_topic(settings, COOLDOWN_TABLE),
+        *sorted(changelog_topics(settings)),
     ]
     return dict.fromkeys(names, settings.partitions)

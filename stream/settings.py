@@ -78,13 +78,19 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(
         8.0,
         gt=0,
-        description="a worker that stops heartbeating (or stops cleanly: static members do not leave the group) "
-        "loses its partitions after this long",
+        description="a worker that stops heartbeating, or stops (static members do not leave the group), loses "
+        "its partitions after this long on brokers that expire sessions (noida-db does not: docs/RELIABILITY.md)",
+    )
+    rebalance_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="how long a rebalance waits for every member to rejoin: after kill -9 and a restart, the dead "
+        "member holds up the group this long at most",
     )
     group_instance_id: str | None = Field(
         None,
-        description="static group membership: a worker restarted with the same id gets its partitions back at once "
-        "(default: host name and data_dir, stable across restarts, distinct per worker)",
+        description="static group membership: a worker restarted with the same id gets its partitions back at once, "
+        "without a rebalance (default: host name and data_dir, stable across restarts, distinct per worker)",
     )
     log_hash_key: SecretStr = Field(
         SecretStr(""),

@@ -40,6 +40,15 @@ PREDICT_OUTPUTS = ("TOP_ITEMS", "TOP_SCORES", "TOP_TITLES", "NEXT_ACTION")
 EXPLAIN_OUTPUTS = ("TOP_ITEMS", "ATTRIBUTION", "INPUT_TITLES")
 #: gRPC codes worth another try: the server (re)starting, no version of the model loaded for a moment (Triton
 #: answers NOT_FOUND "... has no available versions"), or a time-out.
+#: round_robin: with several Triton replicas behind one DNS name, spread requests over all of them. Reconnect
+#: backoff at most 1 s: gRPC's default grows to 120 s, so after an outage the channel kept answering "connection
+#: refused" for over a minute while Triton was back (docs/RELIABILITY.md).
+CHANNEL_ARGS = [
+    ("grpc.lb_policy_name", "round_robin"),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
 TRANSIENT_CODES = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.NOT_FOUND", "StatusCode.DEADLINE_EXCEEDED"})
 
 
@@ -52,10 +61,7 @@ class TritonScorer:
         self._client: InferenceServerClient | None = None
 
     async def start(self) -> None:
-        # round_robin: with several Triton replicas behind one DNS name, spread requests over all of them
-        self._client = InferenceServerClient(
-            url=self._settings.triton_url, channel_args=[("grpc.lb_policy_name", "round_robin")]
-        )
+        self._client = InferenceServerClient(url=self._settings.triton_url, channel_args=CHANNEL_ARGS)
 
     async def stop(self) -> None:
         if self._client is not None:
