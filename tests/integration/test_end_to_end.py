@@ -66,7 +66,7 @@ async def test_events_become_predictions_and_guidance(worker: WorkerProcess, sta
     try:
         mine = lambda msgs: [m for m in msgs if m["user_id"] in users]  # noqa: E731
         got = mine(await predictions.read_until(lambda msgs: accounted(mine(msgs), ids), timeout_s=120))
-        guided = await guidance.read_until(lambda msgs: {m["user_id"] for m in mine(msgs)} >= set(users))
+        guided = await guidance.read_until(lambda msgs: {m["user_id"] for m in mine(msgs)} >= set(users), timeout_s=120)
     finally:
         await predictions.close()
         await guidance.close()
