@@ -199,14 +199,20 @@ def policy_agent(
                 logger.warning("explanations failed for %d users: %s", len(guided), exc)
                 explained = None
             now_s = time.time()
-            for i, (event, prediction, action, window) in enumerate(guided):
-                attribution = attribution_of(window, explained[i]) if explained is not None else []
-                guidance = build_guidance(prediction, action, window, attribution, now_s=now_s)
-                # a table write goes to the current event's partition (the user's): set it for this prediction
-                stream._set_current_event(event)
-                cooldown[prediction.user_id] = prediction.emitted_at
-                await outputs.guidance(prediction.user_id.encode(), guidance.to_bytes())
-                metrics.guidance.labels(action.value).inc()
-                feed.add_guidance(guidance)
+            # A table write goes to the current event's partition (the user's), so each is made with its
+            # prediction's event as the current one. take_events' background reader pairs the value it will add
+            # next with the stream's current event: put that one back afterwards.
+            upcoming = stream.current_event
+            try:
+                for i, (event, prediction, action, window) in enumerate(guided):
+                    attribution = attribution_of(window, explained[i]) if explained is not None else []
+                    guidance = build_guidance(prediction, action, window, attribution, now_s=now_s)
+                    stream._set_current_event(event)
+                    cooldown[prediction.user_id] = prediction.emitted_at
+                    await outputs.guidance(prediction.user_id.encode(), guidance.to_bytes())
+                    metrics.guidance.labels(action.value).inc()
+                    feed.add_guidance(guidance)
+            finally:
+                stream._set_current_event(upcoming)
 
     return policy

@@ -77,7 +77,18 @@ def test_kcat(worker: WorkerProcess, stack_settings: Settings) -> None:
         check=True,
         timeout=30,
     )
-    command = [kcat, "-b", s.bootstrap_servers, "-G", user, s.topic_predictions, "-o", "beginning", "-u"]
+    # a new group starts from the latest offset unless told otherwise, and the prediction may already be there
+    command = [
+        kcat,
+        "-b",
+        s.bootstrap_servers,
+        "-X",
+        "auto.offset.reset=earliest",
+        "-G",
+        user,
+        s.topic_predictions,
+        "-u",
+    ]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as consumer:
         try:
             deadline, found = time.monotonic() + TIMEOUT_S, False
