@@ -30,12 +30,14 @@ import hmac
 import logging
 import secrets
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import faust
+from faust import streams as faust_streams
 
 from stream.batcher import MicroBatcher, Origin, retrying
 from stream.ingest import home_partition, parse_record
@@ -199,20 +201,19 @@ def policy_agent(
                 logger.warning("explanations failed for %d users: %s", len(guided), exc)
                 explained = None
             now_s = time.time()
-            # A table write goes to the current event's partition (the user's), so each is made with its
-            # prediction's event as the current one. take_events' background reader pairs the value it will add
-            # next with the stream's current event: put that one back afterwards.
-            upcoming = stream.current_event
-            try:
-                for i, (event, prediction, action, window) in enumerate(guided):
-                    attribution = attribution_of(window, explained[i]) if explained is not None else []
-                    guidance = build_guidance(prediction, action, window, attribution, now_s=now_s)
-                    stream._set_current_event(event)
+            for i, (event, prediction, action, window) in enumerate(guided):
+                attribution = attribution_of(window, explained[i]) if explained is not None else []
+                guidance = build_guidance(prediction, action, window, attribution, now_s=now_s)
+                # A table write goes to the partition of the current event (Faust's context variable), the
+                # prediction's, which is its user's. Only this task's context is set: the stream's own
+                # current_event, which take_events' background reader pairs with what it buffers, is left alone.
+                token = faust_streams._current_event.set(weakref.ref(event))
+                try:
                     cooldown[prediction.user_id] = prediction.emitted_at
-                    await outputs.guidance(prediction.user_id.encode(), guidance.to_bytes())
-                    metrics.guidance.labels(action.value).inc()
-                    feed.add_guidance(guidance)
-            finally:
-                stream._set_current_event(upcoming)
+                finally:
+                    faust_streams._current_event.reset(token)
+                await outputs.guidance(prediction.user_id.encode(), guidance.to_bytes())
+                metrics.guidance.labels(action.value).inc()
+                feed.add_guidance(guidance)
 
     return policy

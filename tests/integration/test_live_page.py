@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from stream.settings import Settings
-from tests.integration.support import WorkerProcess
+from tests.integration.support import OutputReader, WorkerProcess
 from tests.integration.test_end_to_end import ITEMS, event
 
 pytestmark = pytest.mark.integration
@@ -61,10 +61,15 @@ def _tile(dom: str, element_id: str) -> str:
 
 async def test_live_page_shows_what_flows(worker: WorkerProcess, stack_settings: Settings, tmp_path: Path) -> None:
     s = stack_settings
-    flow = asyncio.create_task(_flow(s, seconds=20))
-    await asyncio.sleep(4)  # some predictions and guidance before the page loads
+    flow = asyncio.create_task(_flow(s, seconds=30))
+    predictions = OutputReader(s, s.topic_predictions)
+    try:  # predictions of the flow arriving before the page loads (a loaded machine is slow to start)
+        live = lambda msgs: sum(m["user_id"].startswith("live-") for m in msgs) >= 20  # noqa: E731
+        assert live(await predictions.read_until(live, timeout_s=60)), "the flow's predictions arrive"
+    finally:
+        await predictions.close()
     url = f"http://127.0.0.1:{s.web_port}/"
-    dom = await asyncio.to_thread(chromium, url, tmp_path / "profile", "--dump-dom", "--virtual-time-budget=6000")
+    dom = await asyncio.to_thread(chromium, url, tmp_path / "profile", "--dump-dom", "--virtual-time-budget=8000")
     await flow
 
     assert float(_tile(dom, "events")) > 0 and float(_tile(dom, "predictions")) > 0, "rates while events flow"
