@@ -571,22 +571,21 @@ async def _swap(ctx: Context) -> str:
     return f"published v{version}; load_model HTTP {status} in {time.monotonic() - started:.1f} s"
 
 
-def swap(base: Settings, triton: TritonServer, work: Path, args: argparse.Namespace) -> Result:
+def _publishing(
+    name: str, label: str, fault: Fault, base: Settings, triton: TritonServer, work: Path, args: argparse.Namespace
+) -> Result:
+    """A scenario that publishes a version under load; the repository gets its shipped versions back after."""
     shipped = max(versions_of(base.model_repository, base.model_name))
     try:
         return run_scenario(
-            "swap",
-            "new version loaded",
-            _swap,
-            base,
-            triton,
-            work,
-            args,
-            extra={"shipped": shipped},
-            describe=describe_versions,
+            name, label, fault, base, triton, work, args, extra={"shipped": shipped}, describe=describe_versions
         )
     finally:
         restore_repository(base, shipped)
+
+
+def swap(base: Settings, triton: TritonServer, work: Path, args: argparse.Namespace) -> Result:
+    return _publishing("swap", "new version loaded", _swap, base, triton, work, args)
 
 
 async def _broken(ctx: Context) -> str:
@@ -600,21 +599,7 @@ async def _broken(ctx: Context) -> str:
 
 
 def broken(base: Settings, triton: TritonServer, work: Path, args: argparse.Namespace) -> Result:
-    shipped = max(versions_of(base.model_repository, base.model_name))
-    try:
-        return run_scenario(
-            "broken",
-            "corrupt version published",
-            _broken,
-            base,
-            triton,
-            work,
-            args,
-            extra={"shipped": shipped},
-            describe=describe_versions,
-        )
-    finally:
-        restore_repository(base, shipped)
+    return _publishing("broken", "corrupt version published", _broken, base, triton, work, args)
 
 
 def poison(base: Settings, triton: TritonServer, work: Path, args: argparse.Namespace) -> Result:
