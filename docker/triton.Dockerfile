@@ -7,7 +7,7 @@
 FROM nvcr.io/nvidia/tritonserver:24.10-py3
 RUN apt-get update && apt-get install -y --no-install-recommends python3-venv curl && rm -rf /var/lib/apt/lists/* \
  && python3 -m venv /opt/pyenv \
- && /opt/pyenv/bin/pip install --no-cache-dir "numpy==1.26.4" "onnxruntime-gpu==1.20.1" \
+ && /opt/pyenv/bin/pip install --no-cache-dir "numpy==1.26.4" "onnxruntime-gpu==1.20.1" "threadpoolctl==3.8.0" \
  && /opt/pyenv/bin/python -c "import onnxruntime as o; p = o.get_available_providers(); \
 assert 'CUDAExecutionProvider' in p, f'onnxruntime-gpu without CUDA: {p}'"
 CMD ["bash", "-c", "ln -sfn /opt/pyenv /models/recstream/pyenv && exec tritonserver --model-repository=/models --model-control-mode=explicit --load-model=recstream"]

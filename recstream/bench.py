@@ -54,6 +54,7 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from threadpoolctl import threadpool_limits
 
 from recstream.broker import Broker
 from recstream.errors import StackError
@@ -184,6 +185,7 @@ class CeilingReport(BaseModel):
     top_k: int
     intra_op_threads: int
     inter_op_threads: int
+    blas_threads: int
     window_events: str  # how long the windows were
     window_events_mean: float
     rows: list[CeilingRow]
@@ -367,6 +369,7 @@ class InProcessModel:
         self.top_k = int(params.get("top_k", "50"))
         self.intra_op_threads = int(params.get("intra_op_num_threads", "0"))
         self.inter_op_threads = int(params.get("inter_op_num_threads", "0"))
+        self.blas_threads = int(params.get("blas_num_threads", "0"))  # 0: numpy's default
         options = ort.SessionOptions()  # as model_repository/recstream/model.py's session_options
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -422,6 +425,7 @@ def measure_ceiling(
 ) -> CeilingReport:
     task = progress.add_task(f"ceiling, {label}", total=len(options.ceiling_batches))
     rows = []
+    blas = threadpool_limits(limits=model.blas_threads or None, user_api="blas")  # as model.py
     for batch in options.ceiling_batches:
         batches = [model.arrays(pool[s : s + batch]) for s in range(0, len(pool) - batch + 1, batch)][:4]
         model.score(batches[0])  # warm-up
@@ -440,11 +444,13 @@ def measure_ceiling(
         )
         logger.info("ceiling (%s) batch %d: %.0f windows/s", label, batch, rows[-1].windows_per_s)
         progress.advance(task)
+    blas.restore_original_limits()
     return CeilingReport(
         version=model.version_dir.name,
         top_k=model.top_k,
         intra_op_threads=model.intra_op_threads,
         inter_op_threads=model.inter_op_threads,
+        blas_threads=model.blas_threads,
         window_events=label,
         window_events_mean=float(np.mean([len(w) for w in pool])),
         rows=rows,
@@ -1127,7 +1133,8 @@ def markdown(r: Report) -> str:
         f"**{_n(t.half_rate_latency_p50_ms)} / {_n(t.half_rate_latency_p99_ms)} ms** |",
         "",
         f"Ceiling: onnxruntime in this process, version {r.ceiling.version}'s encoder + catalogue scores + "
-        f"top-{r.ceiling.top_k}, no attribution, intra-op threads {r.ceiling.intra_op_threads} (config.pbtxt); "
+        f"top-{r.ceiling.top_k}, no attribution, intra-op threads {r.ceiling.intra_op_threads}, "
+        f"BLAS threads {r.ceiling.blas_threads} (config.pbtxt); "
         "MovieLens-100K windows.",
         "",
         f"| batch | windows/s ({r.ceiling.window_events}) | ms per call | "

@@ -109,8 +109,7 @@ def build_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         metrics.latency_seconds.observe(prediction.latency_ms / 1000)
         for stage, ms in prediction.stages_ms.items():
             metrics.stage_seconds.labels(stage).observe(ms / 1000)
-        metrics.model_info.clear()  # one series: the version in use now, not every version ever seen
-        metrics.model_info.labels(scored.model.name, scored.model.version).set(1)
+        metrics.model_in_use(scored.model.name, scored.model.version)
 
     async def reject(pending: PendingPrediction, error: str) -> None:
         newest = pending.origins[-1]

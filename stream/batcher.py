@@ -2,8 +2,11 @@
 
 ``submit`` adds one user's new window and the event that changed it. Users wait in a pending set; several
 events of one user pending at once merge into ONE prediction carrying all their event_ids and the newest
-window. A batch takes up to ``max_batch_size`` users, as soon as that many are pending or ``max_wait_ms``
-after the first of them arrived, and scores them in one ``score`` call.
+window. A batch takes the pending users (up to ``max_batch_size``) and scores them in one ``score`` call. It
+is taken at once when no other batch is being scored (an idle scorer gains nothing from waiting: the users
+that arrived together are all pending by then); while one is, the batch fills until ``max_batch_size`` users
+are pending, ``max_wait_ms`` after the first of them arrived, or the scorer goes idle, whichever is first.
+So batches are single users at low rates, and grow with the load.
 
 Pipelining: up to ``max_batches_in_flight`` batches are scored at once, so the next batch fills (and is sent)
 while Triton scores the current one. Batches are *emitted* strictly in the order they were taken, so one
@@ -121,6 +124,7 @@ class MicroBatcher:
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
         self._pending: dict[str, PendingPrediction] = {}
+        self._scoring = 0  # batches in score calls now
         self._first_pending_at = 0.0
         self._changed = asyncio.Condition()
         self._stopping = asyncio.Event()
@@ -185,7 +189,7 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         async with self._changed:
             await self._changed.wait_for(lambda: self._pending or self._stopping.is_set())
-            while len(self._pending) < self._max_batch_size and not self._stopping.is_set():
+            while self._scoring and len(self._pending) < self._max_batch_size and not self._stopping.is_set():
                 remaining_s = self._first_pending_at + self._max_wait_s - loop.time()
                 if remaining_s <= 0:
                     break
@@ -195,6 +199,7 @@ class MicroBatcher:
                     break
             batch = list(self._pending.values())  # submit keeps it at most max_batch_size
             self._pending = {}
+            self._scoring += 1
             self._changed.notify_all()
             return batch
 
@@ -207,7 +212,12 @@ class MicroBatcher:
             for pending in batch:
                 pending.stages_ms["batch_wait"] = (started - pending.submitted_at) * 1000
             try:
-                results = await self._score_isolating(batch)
+                try:
+                    results = await self._score_isolating(batch)
+                finally:
+                    async with self._changed:  # a batch filling behind this one may go now
+                        self._scoring -= 1
+                        self._changed.notify_all()
             except _Stopping:
                 with contextlib.suppress(_Stopping):
                     await previous

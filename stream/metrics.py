@@ -78,6 +78,14 @@ class Metrics:
             ["name", "version"],
             registry=registry,
         )
+        self._model_in_use: tuple[str, str] | None = None
+
+    def model_in_use(self, name: str, version: str) -> None:
+        """``model_info``: one series, the version of the latest prediction (changed only when it changes)."""
+        if self._model_in_use != (name, version):
+            self.model_info.clear()
+            self.model_info.labels(name, version).set(1)
+            self._model_in_use = (name, version)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

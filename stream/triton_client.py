@@ -89,15 +89,18 @@ class TritonScorer:
         result = await self._infer(windows, PREDICT_OUTPUTS, "score", consumed)
         model = _model_of(result)
         top_items, top_scores, top_titles, next_action = (result.as_numpy(name) for name in PREDICT_OUTPUTS)
+        # the model's top items (config.pbtxt top_k) may be more than a prediction carries: cut before decoding
         top_k = self._settings.top_k
+        top_items, top_titles = top_items[:, :top_k], top_titles[:, :top_k]
+        top_scores = top_scores[:, :top_k].tolist()
         return [
             Scored(
                 model=model,
                 next_items=[
-                    ScoredItem(item_id=item.decode(), score=float(score), title=title.decode() or None)
+                    ScoredItem(item_id=item.decode(), score=score, title=title.decode() or None)
                     for item, score, title in zip(top_items[row], top_scores[row], top_titles[row], strict=True)
-                    if item  # "" marks a slot the catalogue could not fill
-                ][:top_k],
+                    if item  # "" marks a slot the catalogue could not fill (always the last ones)
+                ],
                 next_action=dict(zip(EVENT_TYPES, next_action[row].tolist(), strict=True)),
             )
             for row in range(len(windows))

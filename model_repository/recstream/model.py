@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
+from threadpoolctl import threadpool_limits
 
 #: Must equal ``stream.schemas.EVENT_TYPES`` (a test checks it); event type i is encoded 1 + i, 0 = padding.
 EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase")
@@ -106,6 +107,10 @@ class TritonPythonModel:
         except ProviderError as exc:
             raise pb_utils.TritonModelException(str(exc)) from exc
         options = session_options(int(parameters["intra_op_num_threads"]), int(parameters["inter_op_num_threads"]))
+        # numpy's BLAS (the catalogue scores): OpenBLAS starts a thread per core, and each idles by spinning
+        # after every call; at small batches that spinning cost 5x the CPU of the work itself (docs/BENCHMARKS.md)
+        self.blas_threads = int(parameters["blas_num_threads"])
+        self._blas_limit = threadpool_limits(limits=self.blas_threads, user_api="blas")
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.session = ort.InferenceSession(str(version_dir / "encoder.onnx"), options, providers=providers)
         # onnxruntime falls back to the CPU when CUDA cannot start (say, a missing libcudnn): not on a GPU instance
@@ -129,7 +134,8 @@ class TritonPythonModel:
             f"recstream version {args['model_version']}: {len(ids)} items, H={self.embeddings.shape[1]}, "
             f"top_k={self.top_k}; instance {args['model_instance_name']} kind {kind} device {device_id}, "
             f"onnxruntime providers {self.session.get_providers()}, "
-            f"threads intra {options.intra_op_num_threads} inter {options.inter_op_num_threads}"
+            f"threads intra {options.intra_op_num_threads} inter {options.inter_op_num_threads} "
+            f"blas {self.blas_threads}"
         )
 
     # --- requests -> one batch -------------------------------------------------------------------------

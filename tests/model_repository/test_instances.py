@@ -65,4 +65,4 @@ def test_the_instance_here_runs_on_the_cpu(tmp_path: Path) -> None:
     assert "kind CPU device 0" in lines[0]
     assert "onnxruntime providers ['CPUExecutionProvider']" in lines[0]
     intra, inter = _parameter("intra_op_num_threads"), _parameter("inter_op_num_threads")
-    assert f"threads intra {intra} inter {inter}" in lines[0]
+    assert f"threads intra {intra} inter {inter} blas {_parameter('blas_num_threads')}" in lines[0]

@@ -89,30 +89,79 @@ async def test_events_of_one_user_merge_into_one_prediction() -> None:
 
 
 async def test_flushes_when_max_batch_size_users_are_pending() -> None:
-    scorer, out = FakeScorer(), Emitted()
+    gate = asyncio.Event()
+    scorer, out = FakeScorer(gate=gate), Emitted()
     batcher = _batcher(scorer, out, max_batch_size=3, max_wait_ms=60_000)
     await batcher.start()
-    for user in range(7):
-        await _submit(batcher, out, f"u{user}", f"e{user}", ts=user)
+    await _submit(batcher, out, "u0", "e0", ts=0)
     async with asyncio.timeout(5):
-        while len(out.predictions) < 6:
-            await asyncio.sleep(0.01)
-    assert [len(call) for call in scorer.calls] == [3, 3]
-    await batcher.stop()  # flushes the last one
-    assert [len(call) for call in scorer.calls] == [3, 3, 1]
+        while not scorer.calls:  # u0 is being scored: the next batch fills
+            await asyncio.sleep(0.001)
+    for user in range(1, 4):
+        await _submit(batcher, out, f"u{user}", f"e{user}", ts=user)
+    async with asyncio.timeout(5):  # full: it goes long before max_wait_ms, while u0 is still scored
+        while len(scorer.calls) < 2:
+            await asyncio.sleep(0.001)
+    assert [len(call) for call in scorer.calls] == [1, 3]
+    gate.set()
+    await batcher.stop()
+    assert sorted(e for p in out.predictions for e in p.event_ids) == [f"e{u}" for u in range(4)]
 
 
-async def test_flushes_after_max_wait() -> None:
+async def test_an_idle_scorer_gets_the_pending_users_at_once() -> None:
     scorer, out = FakeScorer(), Emitted()
+    batcher = _batcher(scorer, out, max_batch_size=100, max_wait_ms=60_000)
+    await batcher.start()
+    await _submit(batcher, out, "u1", "e1", ts=1)
+    await _submit(batcher, out, "u2", "e2", ts=1)  # arrived together: one batch
+    async with asyncio.timeout(5):
+        while len(out.predictions) < 2:
+            await asyncio.sleep(0.005)
+    assert [len(call) for call in scorer.calls] == [2]
+    await batcher.stop()
+
+
+async def test_while_a_batch_is_scored_the_next_fills_until_max_wait() -> None:
+    gate = asyncio.Event()
+    scorer, out = FakeScorer(gate=gate), Emitted()
     batcher = _batcher(scorer, out, max_batch_size=100, max_wait_ms=30)
     await batcher.start()
     loop = asyncio.get_running_loop()
-    started = loop.time()
     await _submit(batcher, out, "u1", "e1", ts=1)
     async with asyncio.timeout(5):
-        while not out.predictions:
-            await asyncio.sleep(0.005)
+        while not scorer.calls:
+            await asyncio.sleep(0.001)
+    started = loop.time()
+    await _submit(batcher, out, "u2", "e2", ts=1)  # the scorer is busy: u2 waits for others
+    await asyncio.sleep(0.01)
+    await _submit(batcher, out, "u3", "e3", ts=1)
+    async with asyncio.timeout(5):
+        while len(scorer.calls) < 2:
+            await asyncio.sleep(0.001)
     assert loop.time() - started >= 0.03
+    assert [len(call) for call in scorer.calls] == [1, 2]
+    gate.set()
+    await batcher.stop()
+    assert sorted(e for p in out.predictions for e in p.event_ids) == ["e1", "e2", "e3"]
+
+
+async def test_a_filling_batch_goes_when_the_scorer_becomes_idle() -> None:
+    gate = asyncio.Event()
+    scorer, out = FakeScorer(gate=gate), Emitted()
+    batcher = _batcher(scorer, out, max_batch_size=100, max_wait_ms=60_000)
+    await batcher.start()
+    await _submit(batcher, out, "u1", "e1", ts=1)
+    async with asyncio.timeout(5):
+        while not scorer.calls:
+            await asyncio.sleep(0.001)
+    await _submit(batcher, out, "u2", "e2", ts=1)
+    await asyncio.sleep(0.02)
+    assert len(scorer.calls) == 1, "u2 waits while the first batch is scored"
+    gate.set()
+    async with asyncio.timeout(5):  # long before max_wait_ms
+        while len(out.predictions) < 2:
+            await asyncio.sleep(0.001)
+    assert [len(call) for call in scorer.calls] == [1, 1]
     await batcher.stop()
 
 
