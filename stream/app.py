@@ -92,7 +92,9 @@ def build_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         processing_guarantee=settings.processing_guarantee,
         recovery_consistency_check=settings.recovery_consistency_check,
     )
-    tuning = kafka.ConsumerTuning(settings.consumer_fetch_max_wait_ms, settings.consumer_empty_fetch_pause_ms)
+    tuning = kafka.ConsumerTuning(
+        settings.consumer_fetch_max_wait_ms, settings.consumer_empty_fetch_pause_ms, settings.leave_group_on_stop
+    )
     setattr(app, kafka.TUNING_ATTR, tuning)
     events_in = app.topic(*input_topics(settings), settings.topic_events, settings.topic_control, **_RAW)
     events = app.topic(settings.topic_events, **_RAW)

@@ -10,6 +10,12 @@
   of a core, and new data waits at most the pause longer. On a broker that holds fetches (Apache Kafka) an
   empty answer takes the full fetch wait, so the pause never applies.
 
+- ``leave_group_on_stop`` (:func:`leave_group_on_close`): a static member (``group_instance_id``) never sends
+  LeaveGroup when it closes (aiokafka follows Kafka's rule), so its partitions wait for the broker to expire its
+  session; noida-db never does, and the partitions stall until the worker comes back. With the setting on, a
+  clean stop sends LeaveGroup after its last commit, as Kafka 4.1's ``CloseOptions`` (KIP-1092) lets a static
+  member choose, and the group rebalances at once.
+
 The transport is registered as the ``recstream`` scheme (entry point ``faust.transports`` in pyproject.toml), so
 the app's broker URL ``recstream://host:port`` selects it; ``stream.app`` puts the :class:`ConsumerTuning` on
 the app as ``TUNING_ATTR`` (Faust's settings object takes no unknown keys).
@@ -19,12 +25,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import aiokafka
+from aiokafka.errors import KafkaError
+from aiokafka.protocol.group import LeaveGroupRequest
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+logger = logging.getLogger(__name__)
 
 TUNING_ATTR = "recstream_consumer_tuning"
 
@@ -33,6 +44,7 @@ TUNING_ATTR = "recstream_consumer_tuning"
 class ConsumerTuning:
     fetch_max_wait_ms: int
     empty_fetch_pause_ms: float
+    leave_group_on_stop: bool
 
 
 def pace_empty_fetches(consumer: aiokafka.AIOKafkaConsumer, pause_ms: float) -> None:
@@ -58,6 +70,30 @@ def pace_empty_fetches(consumer: aiokafka.AIOKafkaConsumer, pause_ms: float) -> 
     fetcher._proc_fetch_request = paced
 
 
+def leave_group_on_close(consumer: aiokafka.AIOKafkaConsumer) -> None:
+    """Make a started group consumer send LeaveGroup when it closes, also as a static member.
+
+    aiokafka's coordinator leaves on close only without ``group_instance_id``; its ``_maybe_leave_group`` (called
+    after the final offset commit) is replaced by one that always leaves (pinned: aiokafka 0.14;
+    tests/integration/test_scale_in.py checks the hand-over on the real broker).
+    """
+    coordinator = consumer._coordinator
+    if coordinator is None:
+        return
+
+    async def leave() -> None:
+        if coordinator.generation > 0:
+            try:
+                await coordinator._send_req(LeaveGroupRequest(coordinator.group_id, coordinator.member_id))
+            except KafkaError as exc:  # best effort, as aiokafka's own: the session expires it otherwise
+                logger.warning("leaving group %s failed: %r", coordinator.group_id, exc)
+            else:
+                logger.info("left group %s", coordinator.group_id)
+        coordinator.reset_generation()
+
+    coordinator._maybe_leave_group = leave
+
+
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _tuning(self) -> ConsumerTuning:
         return getattr(self.app, TUNING_ATTR)
@@ -71,6 +107,8 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     async def on_start(self) -> None:
         await super().on_start()  # creates and starts the consumer, and with it its fetcher
         pace_empty_fetches(self._consumer, self._tuning().empty_fetch_pause_ms)
+        if self._tuning().leave_group_on_stop:
+            leave_group_on_close(self._consumer)
 
 
 class Consumer(faust_aiokafka.Consumer):

@@ -78,8 +78,13 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(
         8.0,
         gt=0,
-        description="a worker that stops heartbeating, or stops (static members do not leave the group), loses "
-        "its partitions after this long on brokers that expire sessions (noida-db does not: docs/RELIABILITY.md)",
+        description="a worker that stops heartbeating loses its partitions after this long, on brokers that expire "
+        "sessions (noida-db does not: docs/RELIABILITY.md)",
+    )
+    leave_group_on_stop: bool = Field(
+        True,
+        description="a clean stop leaves the consumer group, so the other workers take its partitions at once "
+        "(off: a static member is only expired after session_timeout_s, and a restart within it needs no rebalance)",
     )
     rebalance_timeout_s: float = Field(
         10.0,
@@ -113,7 +118,12 @@ class Settings(BaseSettings):
 
     # --- batching ---
     max_batch_size: int = Field(64, ge=1, description="users per Triton request, at most")
-    max_wait_ms: float = Field(5.0, ge=0, description="longest the first user of a batch waits for others")
+    max_wait_ms: float = Field(
+        5.0,
+        ge=0,
+        description="longest the first user of a batch waits for others while another batch is scored "
+        "(an idle scorer gets the batch at once)",
+    )
     max_batches_in_flight: int = Field(
         2, ge=1, description="batches scored at once: the next one fills while Triton scores the current one"
     )

@@ -1,0 +1,99 @@
+"""Scale in: a worker that stops cleanly hands its partitions to the worker that stays.
+
+Two workers (static members, each its own data folder and instance id) share the group on a broker of their
+own; both predict. The second gets SIGTERM; then one new user per partition sends an event, and every one is
+predicted by the worker that stayed. Without ``leave_group_on_stop`` the stopped static member keeps its
+partitions until the broker expires its session, which noida-db never does: the test would time out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from recstream.broker import Broker
+from recstream.processes import free_ports
+from recstream.topics import ensure_topics
+from recstream.triton import TritonServer
+from stream.ingest import home_partition
+from stream.names import topic_names
+from stream.settings import Settings
+from tests.integration.support import OutputReader, WorkerProcess, produce
+from tests.integration.test_end_to_end import ITEMS, accounted, event
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def scale_settings(
+    triton: TritonServer, stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Settings, Path]]:
+    """The session's Triton, a broker of this module's own (the session's worker must not join this group)."""
+    work = tmp_path_factory.mktemp("scale-in")
+    broker_port, web_port = free_ports(2)
+    settings = stack_settings.model_copy(
+        update={
+            "broker_port": broker_port,
+            "bootstrap_servers": f"127.0.0.1:{broker_port}",
+            "web_port": web_port,
+            "data_dir": work / "first",
+        }
+    )
+    with Broker(settings, work / "log"):
+        asyncio.run(ensure_topics(settings, topic_names(settings)))
+        yield settings, work
+
+
+def one_user_per_partition(settings: Settings, prefix: str) -> list[str]:
+    users: dict[int, str] = {}
+    while len(users) < settings.partitions:
+        user = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        users.setdefault(home_partition(user, settings.partitions), user)
+    return list(users.values())
+
+
+def predictions_made(settings: Settings) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{settings.web_port}/metrics", timeout=5) as response:
+        lines = response.read().decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("recstream_predictions_total "))
+
+
+async def send_round(settings: Settings, reader: OutputReader, prefix: str, timeout_s: float) -> None:
+    """One event of a new user in each partition; waits until all are predicted."""
+    users = one_user_per_partition(settings, prefix)
+    await produce(
+        settings, [(settings.topic_clicks, u.encode(), event(u, ITEMS[0], 1_700_000_000, event_id=u)) for u in users]
+    )
+    await reader.read_until(lambda msgs: accounted(msgs, set(users)), timeout_s=timeout_s)
+
+
+async def test_a_clean_stop_hands_its_partitions_to_the_other_worker(scale_settings: tuple[Settings, Path]) -> None:
+    first_settings, work = scale_settings
+    (second_port,) = free_ports(1)
+    second_settings = first_settings.model_copy(update={"web_port": second_port, "data_dir": work / "second"})
+    first = WorkerProcess(first_settings, work / "first.log")
+    second = WorkerProcess(second_settings, work / "second.log")
+    reader = OutputReader(first_settings, first_settings.topic_predictions)
+    first.start()
+    try:
+        second.start()
+        try:
+            deadline = time.monotonic() + 90
+            while not (predictions_made(first_settings) and predictions_made(second_settings)):
+                assert time.monotonic() < deadline, "the two workers never shared the partitions"
+                await send_round(first_settings, reader, "both", timeout_s=60)
+        finally:
+            second.stop()
+        before = predictions_made(first_settings)
+        # all four partitions, two of them the stopped worker's, predicted by the one that stayed
+        await send_round(first_settings, reader, "after", timeout_s=30)
+        assert predictions_made(first_settings) >= before + first_settings.partitions
+    finally:
+        await reader.close()
+        first.stop()
