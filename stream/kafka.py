@@ -73,25 +73,37 @@ def pace_empty_fetches(consumer: aiokafka.AIOKafkaConsumer, pause_ms: float) -> 
 def leave_group_on_close(consumer: aiokafka.AIOKafkaConsumer) -> None:
     """Make a started group consumer send LeaveGroup when it closes, also as a static member.
 
-    aiokafka's coordinator leaves on close only without ``group_instance_id``; its ``_maybe_leave_group`` (called
-    after the final offset commit) is replaced by one that always leaves (pinned: aiokafka 0.14;
-    tests/integration/test_scale_in.py checks the hand-over on the real broker).
+    aiokafka's coordinator leaves on close (after the final offset commit) only without ``group_instance_id``:
+    its ``close`` is wrapped so that its leave step sends LeaveGroup in any case. Only there: the same step also
+    runs when the consumer has not fetched for ``max_poll_interval``, where a static member keeps aiokafka's way
+    (it rejoins under its instance id). Pinned: aiokafka 0.14; tests/integration/test_scale_in.py checks the
+    hand-over on the real broker.
     """
     coordinator = consumer._coordinator
     if coordinator is None:
         return
+    close, maybe_leave = coordinator.close, coordinator._maybe_leave_group
+    closing = False
 
     async def leave() -> None:
-        if coordinator.generation > 0:
-            try:
-                await coordinator._send_req(LeaveGroupRequest(coordinator.group_id, coordinator.member_id))
-            except KafkaError as exc:  # best effort, as aiokafka's own: the session expires it otherwise
-                logger.warning("leaving group %s failed: %r", coordinator.group_id, exc)
-            else:
-                logger.info("left group %s", coordinator.group_id)
+        if not closing or coordinator.generation <= 0:
+            await maybe_leave()
+            return
+        try:
+            await coordinator._send_req(LeaveGroupRequest(coordinator.group_id, coordinator.member_id))
+        except KafkaError as exc:  # best effort, as aiokafka's own: the session expires it otherwise
+            logger.warning("leaving group %s failed: %r", coordinator.group_id, exc)
+        else:
+            logger.info("left group %s", coordinator.group_id)
         coordinator.reset_generation()
 
+    async def close_and_leave() -> None:
+        nonlocal closing
+        closing = True
+        await close()
+
     coordinator._maybe_leave_group = leave
+    coordinator.close = close_and_leave
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
