@@ -68,6 +68,7 @@ from stream.names import topic_names
 from stream.schemas import EVENT_TYPES, EventType, InputEvent, ModelRef, Prediction, WindowEvent, WindowSummary
 from stream.settings import Settings
 from stream.triton_client import TritonScorer
+from trainer.version import EMBEDDINGS_FILE, ENCODER_FILE, ITEMS_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -344,9 +345,9 @@ def config_parameters(config: Path) -> dict[str, str]:
 def newest_version(settings: Settings) -> Path:
     """The version folder Triton serves (``version_policy: latest 1``): the highest number."""
     model_dir = settings.model_repository / settings.model_name
-    versions = [p for p in model_dir.iterdir() if p.name.isdigit() and (p / "encoder.onnx").is_file()]
+    versions = [p for p in model_dir.iterdir() if p.name.isdigit() and (p / ENCODER_FILE).is_file()]
     if not versions:
-        raise StackError(f"bench: no version with an encoder.onnx in {model_dir}")
+        raise StackError(f"bench: no version with an {ENCODER_FILE} in {model_dir}")
     return max(versions, key=lambda p: int(p.name))
 
 
@@ -376,11 +377,11 @@ class InProcessModel:
         options.intra_op_num_threads = self.intra_op_threads
         options.inter_op_num_threads = self.inter_op_threads
         self.session = ort.InferenceSession(
-            str(self.version_dir / "encoder.onnx"), options, providers=["CPUExecutionProvider"]
+            str(self.version_dir / ENCODER_FILE), options, providers=["CPUExecutionProvider"]
         )
-        self.embeddings = np.load(self.version_dir / "item_embeddings.npy").astype(np.float32)
+        self.embeddings = np.load(self.version_dir / EMBEDDINGS_FILE).astype(np.float32)
         self.catalogue_t = np.ascontiguousarray(self.embeddings[1:].T)
-        items = json.loads((self.version_dir / "items.json").read_bytes())
+        items = json.loads((self.version_dir / ITEMS_FILE).read_bytes())
         self.item_ids: list[str] = items["item_ids"]
         self.row_of = {item: row for row, item in enumerate(self.item_ids, start=1)}
         self._codes = {name: i + 1 for i, name in enumerate(EVENT_TYPES)}

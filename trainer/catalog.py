@@ -10,55 +10,56 @@ import time
 from pathlib import Path
 
 import numpy as np
-import orjson
-from safetensors.numpy import load_file, safe_open
 
 from trainer.data import Catalog, default_cache_dir, read_catalog
-from trainer.export import write_catalog, write_report
-from trainer.publish import EMBEDDINGS_FILE, ENCODER_FILE, ITEMS_FILE, REPORT_FILE, TEXT_ADAPTER_FILE, publish
+from trainer.publish import publish
 from trainer.text import TEXT_MODEL, embed_texts
+from trainer.version import (
+    ENCODER_FILE,
+    REPORT_FILE,
+    TEXT_ADAPTER_FILE,
+    AddedItems,
+    ItemFiles,
+    read_item_files,
+    read_report,
+    read_text_adapter,
+    write_item_files,
+    write_report,
+)
 
 logger = logging.getLogger(__name__)
 
 
 def text_item_vectors(version_dir: Path, texts: list[str], cache_dir: Path) -> np.ndarray:
     """float32 [n, H]: the version's text adapter applied to the MiniLM embeddings of ``texts``."""
-    adapter_path = version_dir / TEXT_ADAPTER_FILE
-    if not adapter_path.exists():
-        raise ValueError(
-            f"{version_dir} has no {TEXT_ADAPTER_FILE} (trained without item text): cannot embed new items"
-        )
-    with safe_open(str(adapter_path), framework="numpy") as f:
-        text_model = f.metadata().get("text_model")
-    if text_model != TEXT_MODEL:
-        raise ValueError(
-            f"{adapter_path} was trained on {text_model!r} text embeddings, this trainer has {TEXT_MODEL!r}"
-        )
-    adapter = load_file(str(adapter_path))
+    adapter = read_text_adapter(version_dir, TEXT_MODEL)
     return (embed_texts(texts, cache_dir) @ adapter["weight"].T + adapter["bias"]).astype(np.float32)
 
 
 def add_items(version_dir: Path, new_items: Catalog, cache_dir: Path | None = None) -> Path:
     """Publish the next version of ``version_dir``'s model with ``new_items`` appended to its catalogue."""
-    items = orjson.loads((version_dir / ITEMS_FILE).read_bytes())
-    duplicates = sorted(set(items["item_ids"]) & set(new_items.item_ids))
+    items = read_item_files(version_dir)
+    duplicates = sorted(set(items.item_ids) & set(new_items.item_ids))
     if duplicates or len(set(new_items.item_ids)) != len(new_items):
         raise ValueError(f"item ids already in the catalogue or repeated: {duplicates[:10] or 'repeated ids'}")
-    table = np.load(version_dir / EMBEDDINGS_FILE)
     rows = text_item_vectors(version_dir, new_items.texts, cache_dir or default_cache_dir())
-    report = orjson.loads((version_dir / REPORT_FILE).read_bytes())
-    report |= {
-        "parent_version": version_dir.name,
-        "created_at": time.time(),
-        "added_items": {"count": len(new_items), "item_ids": new_items.item_ids, "by": "text adapter only"},
-        "metrics_note": "metrics are the parent version's; added items are scored through their text only",
-    }
+    report = read_report(version_dir / REPORT_FILE).model_copy(
+        update={
+            "parent_version": version_dir.name,
+            "created_at": time.time(),
+            "added_items": AddedItems(count=len(new_items), item_ids=new_items.item_ids, by="text adapter only"),
+            "metrics_note": "metrics are the parent version's; added items are scored through their text only",
+        }
+    )
 
     def build(out: Path) -> None:
         for name in (ENCODER_FILE, TEXT_ADAPTER_FILE):
             shutil.copy2(version_dir / name, out / name)
-        write_catalog(
-            out, np.vstack([table, rows]), items["item_ids"] + new_items.item_ids, items["titles"] + new_items.titles
+        write_item_files(
+            out,
+            ItemFiles(
+                np.vstack([items.table, rows]), items.item_ids + new_items.item_ids, items.titles + new_items.titles
+            ),
         )
         write_report(out / REPORT_FILE, report)
 

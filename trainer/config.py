@@ -2,46 +2,59 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+import logging
+from typing import Annotated, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+logger = logging.getLogger(__name__)
+
+Count = Annotated[int, Field(gt=0)]
+Share = Annotated[float, Field(ge=0, lt=1)]
+NonNegative = Annotated[float, Field(ge=0)]
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(BaseModel):
+    """Every setting of a training run, checked when built (before any data is loaded): sizes positive, shares
+    in [0, 1) (``id_dropout`` may be 1: every id zeroed, text only), ``heads`` dividing ``hidden``. Unknown keys
+    are refused; the attribute docstrings are the field descriptions (``TrainConfig.model_fields[k].description``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
     # model
-    hidden: int = 64
+    hidden: Count = 64
     """H: item vectors, transformer width and user vector (the ONNX tensors' last dimension)."""
-    layers: int = 2
+    layers: Count = 2
     """GPT-2 blocks in the sequence encoder."""
-    heads: int = 2
+    heads: Count = 2
     """attention heads per block."""
-    dropout: float = 0.2
+    dropout: Share = 0.2
     """dropout in the encoder (embeddings, attention, residuals)."""
-    max_len: int = 50
+    max_len: Count = 50
     """events per window: training windows and the evaluation history are truncated to this."""
     use_text: bool = True
     """add the projected MiniLM embedding of the item text to each item vector (False: id embeddings only)."""
-    id_dropout: float = 0.3
+    id_dropout: Annotated[float, Field(ge=0, le=1)] = 0.3
     """in training, the share of items whose id embedding is zeroed per batch, so text alone scores well."""
-    action_weight: float = 0.1
+    action_weight: NonNegative = 0.1
     """weight of the next-event-type loss next to the next-item loss."""
-    members: int = 3
+    members: Count = 3
     """models trained with seeds ``seed .. seed+members-1`` and served as one ensemble (mean of their logits)."""
     # training
-    epochs: int = 40
+    epochs: Count = 40
     """upper bound on epochs; early stopping usually ends training first."""
-    patience: int = 10
+    patience: Count = 10
     """stop after this many epochs without a better validation NDCG@10."""
-    batch_size: int = 16
+    batch_size: Count = 16
     """training windows per step (each window holds up to ``max_len`` targets)."""
-    lr: float = 2e-3
+    lr: Annotated[float, Field(gt=0)] = 2e-3
     """Adam learning rate."""
-    weight_decay: float = 0.0
+    weight_decay: NonNegative = 0.0
     """Adam (decoupled, AdamW) weight decay."""
-    ema_decay: float = 0.999
+    ema_decay: Share = 0.999
     """if > 0, validate and keep an exponential moving average of the weights (per step) instead of the raw
     weights: it smooths the step-to-step noise that makes single checkpoints' validation scores jump."""
-    window_stride: int = 5
+    window_stride: Count = 5
     """step between the starts of consecutive training windows over a long train sequence."""
     shuffle_ties: bool = True
     """in every epoch, put each user's train events that share a timestamp in a new random order: their order in
@@ -49,14 +62,19 @@ class TrainConfig:
     share their second with another event of the same user), so the model should not learn it. A training
     augmentation only: the split, the validation and test inputs and targets follow the order rule of
     ``trainer.data`` (timestamp, then item id)."""
-    cold_share: float = 0.0
+    cold_share: Share = 0.0
     """share of items withheld from training (their train events removed) to measure cold start; the
     published model uses 0 (every item), a companion run with 0.2 measures cold start (``--cold-report``): ~170
     of the 943 test targets are then withheld items, enough to tell a cold-start hit rate from chance."""
-    seed: int = 2020
+    seed: Annotated[int, Field(ge=0)] = 2020
     """seeds the cold-item draw, the parameter init and the batch order."""
-    threads: int = 2
+    threads: Count = 2
     """torch intra-op threads."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> Self:
+        if self.hidden % self.heads:
+            raise ValueError(
+                f"hidden={self.hidden} is not divisible by heads={self.heads}: each head gets hidden/heads"
+            )
+        return self

@@ -19,7 +19,6 @@ import orjson
 
 from stream.schemas import EVENT_TYPES
 from trainer.data import DEFAULT_DATASET, TEST, TRAIN, Catalog, Dataset, with_catalog
-from trainer.publish import EMBEDDINGS_FILE, ENCODER_FILE, ITEMS_FILE, REPORT_FILE
 from trainer.sequences import (
     ENCODER_INPUTS,
     ENCODER_OUTPUTS,
@@ -29,6 +28,7 @@ from trainer.sequences import (
     encoder_inputs,
     eval_cases,
 )
+from trainer.version import EMBEDDINGS_FILE, ENCODER_FILE, ITEMS_FILE, REPORT_FILE
 
 logger = logging.getLogger(__name__)
 

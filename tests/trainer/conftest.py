@@ -12,6 +12,7 @@ import pytest
 
 from trainer.config import TrainConfig
 from trainer.data import Dataset, load_event_log
+from trainer.version import Report
 
 N_USERS, N_ITEMS, EVENTS_PER_USER = 24, 30, 14
 TINY = TrainConfig(
@@ -73,16 +74,14 @@ class Trained:
     model: object
     withheld: np.ndarray
     dataset: Dataset
-    report: dict
+    report: Report
 
 
 @pytest.fixture(scope="session")
 def trained(tiny_dataset: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Trained:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("trainer.train.embed_texts", fake_embed_texts)
-        from trainer.cli import train_report
+        from trainer.train import train_report
 
         model, report = train_report(tiny_dataset, TINY, None, None, faithfulness_users=5)
-    return Trained(
-        model, np.isin(tiny_dataset.catalog.item_ids, report["data"]["withheld_items"]), tiny_dataset, report
-    )
+    return Trained(model, np.isin(tiny_dataset.catalog.item_ids, report.data.withheld_items), tiny_dataset, report)

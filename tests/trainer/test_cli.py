@@ -8,7 +8,7 @@ import typer
 from typer.testing import CliRunner
 
 from recstream.cli import app as recstream_app
-from trainer.cli import METRIC_KEYS, DatasetName, cold_start_section, evaluation_dataset, load_data, wait_for_file
+from trainer.cli import DatasetName, evaluation_dataset, load_data, train_config, wait_for_file
 from trainer.data import ORDER_RULE
 from trainer.evaluate import TIE_RULE
 
@@ -25,32 +25,6 @@ def test_wait_for_file_returns_once_the_companion_has_written_it(tmp_path: Path)
 def test_wait_for_file_gives_up_with_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(typer.BadParameter, match="did not appear within"):
         wait_for_file(tmp_path / "never.json", timeout_s=0.2, poll_s=0.05)
-
-
-def companion(seed: int, cold_share: float, cold_cases: int, cold_hits: int) -> dict:
-    metrics = dict.fromkeys(METRIC_KEYS, 0.1) | {"cold_cases": cold_cases}
-    metrics |= {"cold_hr@10": cold_hits / cold_cases if cold_cases else float("nan"), "pop_cold_hr@10": 0.0}
-    return {
-        "config": {"seed": seed, "cold_share": cold_share},
-        "data": {"withheld_items": [f"i{seed}"]},
-        "metrics": metrics,
-    }
-
-
-def test_cold_start_pools_the_companions_cases() -> None:
-    section = cold_start_section([companion(1, 0.2, 173, 3), companion(2, 0.2, 150, 9), companion(3, 0.2, 7, 1)])
-    assert section["metrics"]["cold_cases"] == 330 and section["metrics"]["cold_hits@10"] == 13
-    assert section["metrics"]["cold_hr@10"] == pytest.approx(13 / 330)  # not the mean of the three rates
-    assert section["metrics"]["pop_cold_hr@10"] == 0.0 and section["cold_share"] == 0.2
-    assert [c["seed"] for c in section["companions"]] == [1, 2, 3]
-    assert section["companions"][1]["metrics"]["cold_hr@10"] == pytest.approx(9 / 150)
-
-
-def test_cold_start_refuses_companions_that_do_not_measure_the_same_thing() -> None:
-    with pytest.raises(typer.BadParameter, match="different shares"):
-        cold_start_section([companion(1, 0.2, 173, 3), companion(2, 0.05, 49, 1)])
-    with pytest.raises(typer.BadParameter, match="no cold test cases"):
-        cold_start_section([companion(1, 0.0, 0, 0)])
 
 
 def test_popularity_command_prints_the_baseline_of_the_same_split(tiny_files, tiny_dataset) -> None:
@@ -99,6 +73,25 @@ def test_train_on_a_named_dataset_records_it_and_the_user_subset(tiny_dataset, t
     assert data["dataset"] == "ml-1m" and data["max_users"] == 10 and data["users"] == 10
     assert data["order"] == ORDER_RULE and data["tie_rule"] == TIE_RULE
     assert "MovieLens-1M" in data["events"]
+
+
+def test_set_parses_each_value_as_its_field_type() -> None:
+    cfg = train_config(["hidden=128", "heads=4", "use_text=false", "lr=1e-3", "cold_share=0.2"])
+    assert (cfg.hidden, cfg.heads, cfg.use_text, cfg.lr, cfg.cold_share) == (128, 4, False, 1e-3, 0.2)
+    with pytest.raises(typer.BadParameter, match="expected KEY=VALUE with KEY one of hidden, layers"):
+        train_config(["hiden=128"])
+    with pytest.raises(typer.BadParameter, match="use_text"):
+        train_config(["use_text=maybe"])
+
+
+def test_train_refuses_a_bad_config_before_loading_data(monkeypatch) -> None:
+    def no_load(*args, **kwargs):
+        raise AssertionError("data loaded before the config was checked")
+
+    monkeypatch.setattr("trainer.cli.load_movielens", no_load)
+    result = CliRunner().invoke(recstream_app, ["train", "--no-publish", "--set", "hidden=64", "--set", "heads=3"])
+    assert result.exit_code == 2, result.output
+    assert "hidden=64 is not divisible by heads=3" in " ".join(result.output.replace("│", " ").split())  # unwrapped
 
 
 def write_version_report(folder: Path, data: dict) -> Path:

@@ -112,7 +112,7 @@ def test_item_table_id_dropout_only_in_training() -> None:
     assert torch.all(table[0] == 0)
     assert not torch.allclose(table[1:], text_only[1:])  # ids count in evaluation
     model.train()
-    model.cfg = TrainConfig(**{**CFG.to_dict(), "id_dropout": 1.0})
+    model.cfg = TrainConfig(**{**CFG.model_dump(), "id_dropout": 1.0})
     with torch.no_grad():
         torch.testing.assert_close(model.item_table()[1:], text_only[1:])
 

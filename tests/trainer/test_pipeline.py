@@ -16,13 +16,13 @@ from typer.testing import CliRunner, Result
 from recstream.cli import app as recstream_app
 from tests.trainer.conftest import TINY, fake_embed_texts
 from trainer.catalog import add_items
-from trainer.cli import cold_start_section
 from trainer.data import TEST, VALID, Catalog
 from trainer.evaluate import evaluate_version, onnx_encoder
 from trainer.export import export_version
 from trainer.publish import publish, versions
 from trainer.sequences import encoder_inputs, eval_cases
 from trainer.train import item_table, torch_encoder
+from trainer.version import cold_start_section
 
 METRICS = ("ndcg@10", "hr@10", "mrr@10", "ndcg@10_all", "hr@10_all", "mrr@10_all", "cold_hr@10", "next_action_auc")
 
@@ -37,14 +37,14 @@ def repository(trained, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_report_has_every_metric(trained) -> None:
-    metrics = trained.report["metrics"]
+    metrics = trained.report.metrics
     for key in METRICS:
         assert key in metrics
     assert 0 <= metrics["hr@10_all"] <= metrics["hr@10"] <= 1  # excluding earlier items only helps
-    assert trained.report["metrics"]["cold_cases"] == int(
+    assert trained.report.metrics["cold_cases"] == int(
         trained.withheld[eval_cases(trained.dataset, TEST, 8).arrays["target_items"] - 1].sum()
     )
-    assert set(trained.report["metrics"]["faithfulness"]) >= {"mean_logit_drop_top", "mean_logit_drop_random"}
+    assert set(trained.report.metrics["faithfulness"]) >= {"mean_logit_drop_top", "mean_logit_drop_random"}
 
 
 def test_published_version_folder(repository: Path, trained) -> None:
@@ -80,7 +80,7 @@ def test_onnx_matches_torch_on_padded_and_holed_windows(repository: Path, traine
 def test_evaluating_the_published_version_reproduces_the_report(repository: Path, trained) -> None:
     served = evaluate_version(repository / "recstream" / "1", trained.dataset)
     for key in METRICS:
-        assert served[key] == pytest.approx(trained.report["metrics"][key], abs=1e-6, nan_ok=True)
+        assert served[key] == pytest.approx(trained.report.metrics[key], abs=1e-6, nan_ok=True)
 
 
 def test_a_version_trained_on_every_item_reports_its_companions_cold_start(
@@ -90,13 +90,13 @@ def test_a_version_trained_on_every_item_reports_its_companions_cold_start(
     shutil.copytree(repository / "recstream" / "1", version, symlinks=True)
     report = orjson.loads((version / "report.json").read_bytes())
     report["data"]["withheld_items"] = []
-    report["cold_start"] = cold_start_section([trained.report])
+    report["cold_start"] = cold_start_section([trained.report]).model_dump()
     (version / "report.json").write_bytes(orjson.dumps(report))
     served = evaluate_version(version, trained.dataset)
     assert served["cold_cases"] == 0  # nothing is cold for this version itself
-    assert served["cold_hr@10"] == trained.report["metrics"]["cold_hr@10"]
-    assert served["pop_cold_hr@10"] == trained.report["metrics"]["pop_cold_hr@10"]
-    cases = trained.report["metrics"]["cold_cases"]
+    assert served["cold_hr@10"] == trained.report.metrics["cold_hr@10"]
+    assert served["pop_cold_hr@10"] == trained.report.metrics["pop_cold_hr@10"]
+    cases = trained.report.metrics["cold_cases"]
     assert served["cold_hr@10_source"] == f"companion models, 10% of items withheld, {cases} cold cases"
 
 

@@ -1,5 +1,3 @@
-from dataclasses import replace
-
 import pytest
 import torch
 
@@ -12,7 +10,7 @@ def runs(tiny_dataset, tmp_path, monkeypatch) -> dict[float, object]:
     """The same seeded 4-epoch run with raw weights and with an exponential moving average of them."""
     monkeypatch.setattr("trainer.train.embed_texts", fake_embed_texts)
     return {
-        decay: train(tiny_dataset, replace(TINY, epochs=4, patience=10, ema_decay=decay), tmp_path)
+        decay: train(tiny_dataset, TINY.model_copy(update={"epochs": 4, "patience": 10, "ema_decay": decay}), tmp_path)
         for decay in (0.0, 0.9)
     }
 

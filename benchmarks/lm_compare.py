@@ -12,7 +12,7 @@ to rank each prefix's next item first among the text-only vectors of that item a
 Same steps, batches, negatives and optimiser; both are evaluated by full ranking on the test split with every
 item scored by text only (``text_*``), and with only the withheld items replaced (``cold_hr@10``).
 
-    python -m trainer.lm_compare model_repository/recstream/4 --steps 60
+    python -m benchmarks.lm_compare model_repository/recstream/4 --steps 60
 """
 
 from __future__ import annotations
@@ -28,15 +28,14 @@ import numpy as np
 import orjson
 import torch
 import typer
-from safetensors.numpy import load_file
 from torch import nn
 from torch.nn import functional as F
 
 from trainer.data import DEFAULT_DATASET, TEST, TRAIN, Dataset, load_movielens
 from trainer.evaluate import encode_all, load_version, rank_metrics, target_ranks, version_dataset
-from trainer.publish import TEXT_ADAPTER_FILE
 from trainer.sequences import EvalCases, eval_cases, window_arrays
-from trainer.text import MAX_TOKENS, text_model_path
+from trainer.text import MAX_TOKENS, TEXT_MODEL, text_model_path
+from trainer.version import read_text_adapter
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +130,7 @@ def run(version_dir: Path, steps: int, batch_size: int, negatives: int, per_user
     targets = torch.from_numpy(prefixes["target_items"] - 1)  # [P], 0-based
     cases = eval_cases(dataset, TEST, max_len)
     test_vecs = encode_all(encoder, table, cases.arrays)[0]
-    base = TextTower(texts, load_file(str(version_dir / TEXT_ADAPTER_FILE)))
+    base = TextTower(texts, read_text_adapter(version_dir, TEXT_MODEL))
     results: dict[str, Any] = {"before": text_only_report(base, test_vecs, cases, table, withheld)}
     for arm in ("frozen", "finetune"):
         tower = copy.deepcopy(base)
