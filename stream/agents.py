@@ -18,8 +18,9 @@ windowed event only after the prediction that accounts for it was produced (the 
 producer before it commits offsets), so a crash between the window update and the prediction redelivers the
 event, and the window logic re-emits it. Delivery is at least once.
 
-**policy** reads ``predictions`` in batches, decides per user (:func:`stream.policy.decide`), asks the scorer
-to explain only the windows of the users it will guide (one request per batch), and emits ``guidance``.
+**policy** reads ``predictions`` in batches, drops those read too late (:func:`stream.policy.stale`), decides per
+user (:func:`stream.policy.decide`), asks the scorer to explain only the windows of the users it will guide (one
+request per batch), and emits ``guidance``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from stream.batcher import MicroBatcher, Origin, retrying
 from stream.ingest import home_partition, parse_record
 from stream.live import LiveFeed
 from stream.metrics import Metrics
-from stream.policy import attribution_of, build_guidance, decide
+from stream.policy import attribution_of, build_guidance, decide, stale
 from stream.schemas import DeadLetter, ForgetUser, KeyedEvent, Prediction, Scorer, ScoringError
 from stream.settings import Settings
 from stream.window import Outcome, UserWindow, apply_event
@@ -183,8 +184,12 @@ def policy_agent(
         within_s = max(settings.max_wait_ms, 1.0) / 1000
         async for batch in stream.take_events(settings.max_batch_size, within=within_s):
             guided, guided_at = [], {}  # guided_at: this batch's guidance, not in the table yet
+            read_at = time.time()
             for event in batch:
                 prediction = Prediction.model_validate_json(event.value)
+                if stale(prediction, read_at, settings):
+                    metrics.guidance_shed.inc()
+                    continue
                 user_id = prediction.user_id
                 window = UserWindow.from_bytes(windows.get(user_id)).events
                 action = decide(prediction, window, guided_at.get(user_id, cooldown.get(user_id)), settings)

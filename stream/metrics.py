@@ -34,6 +34,11 @@ class Metrics:
         self.forgotten = Counter("recstream_forgotten_users", "forget requests carried out", registry=registry)
         self.predictions = Counter("recstream_predictions", "predictions emitted", registry=registry)
         self.guidance = Counter("recstream_guidance", "guidance emitted", ["action"], registry=registry)
+        self.guidance_shed = Counter(
+            "recstream_guidance_shed",
+            "predictions the policy read too late to guide (guidance_max_delay_s after their emission)",
+            registry=registry,
+        )
         self.scorer_failures = Counter(
             "recstream_scorer_failures", "failed scoring or emission attempts", ["kind"], registry=registry
         )

@@ -1,6 +1,9 @@
 """Guidance policy: what, if anything, to tell a user after a prediction.
 
-The rules, first match wins (thresholds come from :class:`Settings`):
+The rules, first match wins (thresholds come from :class:`Settings`). Before them, the policy agent drops a
+prediction it reads more than ``guidance_max_delay_s`` after its emission (:func:`stale`): guidance is about what a
+user does now, and under a backlog (a burst, explanations of long windows) shedding keeps the policy from falling
+minutes behind the predictions.
 
 1. **cooldown** -- no guidance when the user got one less than ``guidance_cooldown_s`` ago. Time base: the
    prediction's ``emitted_at`` (wall clock of the worker when it emitted the prediction), compared with the
@@ -48,6 +51,11 @@ _DID = {
     EventType.add_to_cart: "added {} to your cart",
     EventType.purchase: "bought {}",
 }
+
+
+def stale(prediction: Prediction, now_s: float, settings: Settings) -> bool:
+    """Read too late to guide: more than ``guidance_max_delay_s`` after the prediction was emitted."""
+    return now_s - prediction.emitted_at > settings.guidance_max_delay_s
 
 
 def decide(

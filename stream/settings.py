@@ -133,6 +133,12 @@ class Settings(BaseSettings):
 
     # --- guidance policy ---
     guidance_cooldown_s: float = Field(300.0, ge=0, description="at most one guidance per user per this time")
+    guidance_max_delay_s: float = Field(
+        30.0,
+        gt=0,
+        description="a prediction the policy reads later than this after its emission is not guided: under a "
+        "backlog the policy sheds stale guidance instead of falling behind",
+    )
     checkout_min_purchase_prob: float = Field(
         0.3, ge=0, le=1, description="p(purchase) that suggests checking out an open cart"
     )

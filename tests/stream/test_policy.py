@@ -2,13 +2,17 @@ from __future__ import annotations
 
 import pytest
 
-from stream.policy import ATTRIBUTION_TOP_N, Action, attribution_of, build_guidance, decide
+from stream.policy import ATTRIBUTION_TOP_N, Action, attribution_of, build_guidance, decide, stale
 from stream.schemas import Attribution, EventType, Explained, ModelRef, Prediction, ScoredItem, WindowSummary
 from stream.settings import Settings
 from tests.stream.helpers import MODEL, event
 
 SETTINGS = Settings(
-    guidance_cooldown_s=300, checkout_min_purchase_prob=0.3, retain_max_engage_prob=0.35, recommend_min_score=0.05
+    guidance_cooldown_s=300,
+    guidance_max_delay_s=30,
+    checkout_min_purchase_prob=0.3,
+    retain_max_engage_prob=0.35,
+    recommend_min_score=0.05,
 )
 VIEWS = [event("1", 1, "i1"), event("2", 2, "i2", EventType.click)]
 CART = [*VIEWS, event("3", 3, "i9", EventType.add_to_cart)]
@@ -80,6 +84,11 @@ def test_without_attribution_the_explanation_still_reads() -> None:
 @pytest.mark.parametrize(("last_at", "expected"), [(999.0, False), (1_000.0 - 300, True), (None, True)])
 def test_cooldown_on_prediction_emission_time(last_at: float | None, expected: bool) -> None:
     assert (decide(_prediction(), VIEWS, last_at, SETTINGS) is not None) is expected
+
+
+@pytest.mark.parametrize(("read_at", "expected"), [(1_000.0, False), (1_030.0, False), (1_030.5, True)])
+def test_a_prediction_read_later_than_the_max_delay_is_stale(read_at: float, expected: bool) -> None:
+    assert stale(_prediction(), read_at, SETTINGS) is expected  # emitted at 1,000 s, max delay 30 s
 
 
 def test_attribution_names_the_heaviest_events_first() -> None:
