@@ -10,9 +10,10 @@ timestamp; ids 1..256 characters after stripping whitespace; the four event type
 then: every valid record is in exactly one prediction (of its user), every invalid one is in ``dead-letters``
 with reason ``invalid``, an error and its original bytes, and the worker is still up and healthy.
 
-Seed-stable: ``derandomize=True``, no example database, a fixed number of examples, no shrinking (a failure
-prints the example). Records over the broker's limit (Kafka's default ``message.max.bytes``, 1,048,588
-bytes per record batch, which noida-db enforces) never reach the worker: the producer gets an error.
+Seed-stable: ``derandomize=True``, no example database, a fixed number of examples (``FUZZ_EXAMPLES``, default
+5; docs/RELIABILITY.md has a longer run), no shrinking (a failure prints the example). Records over the broker's
+limit (Kafka's default ``message.max.bytes``, 1,048,588 bytes per record batch, which noida-db enforces) never
+reach the worker: the producer gets an error.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import logging
+import os
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -36,6 +39,7 @@ from stream.settings import Settings
 from tests.integration.support import OutputReader, WorkerProcess, produce
 
 pytestmark = pytest.mark.integration
+logger = logging.getLogger(__name__)
 
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
 REQUIRED = ("user_id", "item_id", "event_type", "timestamp")
@@ -52,7 +56,7 @@ OVERSIZE_BYTES = 2_000_000
 ITEMS = ("1", "50", "172", "181")  # items of the shipped model, beside odd ones it has never seen
 
 FUZZ_SETTINGS = settings(
-    max_examples=5,
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "5")),
     derandomize=True,
     database=None,
     deadline=None,
@@ -424,6 +428,13 @@ def test_fuzzed_records_are_predicted_or_dead_lettered(
     s = stack_settings
     records = data.draw(batches(Ids((s.topic_views, s.topic_clicks))), label="records")
     landed, predictions, letters = asyncio.run(_send_and_collect(s, records))
+    logger.info(
+        "fuzz batch: %d records, %d valid, %d invalid, %d over 1 MB",
+        len(records),
+        sum(r.valid for r in records),
+        sum(not r.valid for r in records),
+        sum(len(r.value or b"") >= BIG_BYTES for r in records),
+    )
 
     by_event: dict[str, list[dict]] = {}
     for prediction in predictions:
