@@ -13,8 +13,6 @@ from pathlib import Path
 
 from tritonclient.grpc import InferenceServerClient
 
-from trainer.version import ENCODER_FILE as ENCODER_FILE  # re-exported: benchmarks/served_vs_offline.py imports it here
-
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "recstream"

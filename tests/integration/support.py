@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from pathlib import Path
@@ -10,9 +11,26 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
 
-from recstream.processes import spawn, terminate
+from recstream.processes import free_ports, spawn, terminate
 from recstream.stack import settings_env, wait_healthy
+from recstream.topics import ensure_topics
+from stream.names import topic_names
 from stream.settings import Settings
+
+
+def own_app_settings(stack_settings: Settings, name: str, data_dir: Path, **updates: object) -> Settings:
+    """Settings of a worker with an app (consumer group, changelogs) and topics of its own, ``<name>-<topic>``,
+    on the session's broker and Triton, its own web port and state; the topics are created."""
+    (web_port,) = free_ports(1)
+    topics = {
+        f"topic_{t}": f"{name}-{t}"
+        for t in ("views", "clicks", "events", "predictions", "guidance", "dead_letters", "control")
+    }
+    settings = stack_settings.model_copy(
+        update={"app_id": f"recstream-{name}", "web_port": web_port, "data_dir": data_dir, **topics, **updates}
+    )
+    asyncio.run(ensure_topics(settings, topic_names(settings)))
+    return settings
 
 
 class WorkerProcess:

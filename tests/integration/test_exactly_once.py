@@ -13,12 +13,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from recstream.processes import free_ports
-from recstream.topics import ensure_topics
 from recstream.triton import TritonServer
-from stream.names import topic_names
 from stream.settings import Settings
-from tests.integration.support import WorkerProcess, produce
+from tests.integration.support import WorkerProcess, own_app_settings, produce
 from tests.integration.test_end_to_end import ITEMS, event
 
 pytestmark = pytest.mark.integration
@@ -28,16 +25,7 @@ pytestmark = pytest.mark.integration
 def eos_worker(
     broker: object, triton: TritonServer, stack_settings: Settings, tmp_path: Path
 ) -> Iterator[WorkerProcess]:
-    (web_port,) = free_ports(1)
-    names = {
-        f"topic_{t}": f"eos-{t}"
-        for t in ("views", "clicks", "events", "predictions", "guidance", "dead_letters", "control")
-    }
-    settings = stack_settings.model_copy(
-        update={"app_id": "recstream-eos", "processing_guarantee": "exactly_once", "web_port": web_port,
-                "data_dir": tmp_path / "state", **names}
-    )  # fmt: skip
-    asyncio.run(ensure_topics(settings, topic_names(settings)))
+    settings = own_app_settings(stack_settings, "eos", tmp_path / "state", processing_guarantee="exactly_once")
     running = WorkerProcess(settings, tmp_path / "worker.log")
     running.start()
     yield running
