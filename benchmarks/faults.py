@@ -19,10 +19,10 @@ Scenarios: ``kill9`` (worker SIGKILL, restarted at once), ``sigterm`` (clean sto
 second worker joins with its own web port and data dir, then leaves), ``triton`` (Triton stopped 10 s, then
 restarted), ``swap`` (a copy of the shipped version published as a new version and loaded under load),
 ``broken`` (a version with corrupt files: Triton refuses it), ``poison`` (invalid records mixed in), ``burst``
-(the saturated rate measured first with a backlog from ``--burst-users`` users, then ``--burst-factor`` times it
-for ``--burst-s`` s: worker RSS each second from /proc, consumer-group lag, time to drain; the samples are
-written to ``burst/samples.csv`` under ``--keep``), ``forget`` (``recstream.control.forget_users``
-mid-stream: the user's next prediction starts from an empty window).
+(the saturated rate measured first with a backlog from ``--saturate-users`` users, then ``--burst-factor`` times
+it for ``--burst-s`` s, spread over ``--burst-users`` users: worker RSS each second from /proc, consumer-group
+lag, time to drain; the samples are written to ``burst/samples.csv`` under ``--keep``), ``forget``
+(``recstream.control.forget_users`` mid-stream: the user's next prediction starts from an empty window).
 """
 
 from __future__ import annotations
@@ -662,7 +662,7 @@ async def _burst(stack: Stack, args: argparse.Namespace, samples: list) -> tuple
     tasks = [asyncio.create_task(collector.run()), asyncio.create_task(_monitor(stack, samples, stop))]
     drivers = []
     try:
-        warm = Driver(s, steady_plan(s, "saturate", args.burst_users, args.saturate_events_per_user), rate=1e6)
+        warm = Driver(s, steady_plan(s, "saturate", args.saturate_users, args.saturate_events_per_user), rate=1e6)
         await warm.run()
         await _accounted(collector, list(warm.sent_at), args.drain_timeout_s)
         done = max(collector.first_at.get(e, time.time()) for e in warm.sent_at)
@@ -720,7 +720,10 @@ def burst(base: Settings, triton: TritonServer, work: Path, args: argparse.Names
         f"burst {n + 1}: {_burst_notes(d, collector, samples, until)}"
         for n, (d, until) in enumerate(zip(drivers, ends, strict=True))
     )
-    notes = f"saturated rate measured first: {saturated:.0f} events/s from {args.burst_users} users; {per_burst}"
+    notes = (
+        f"saturated rate measured first: {saturated:.0f} events/s from {args.saturate_users} users; bursts from "
+        f"{args.burst_users} users; {per_burst}"
+    )
     result = Result(
         scenario="burst",
         fault=f"{args.bursts} x ({args.burst_factor:g}x the saturated rate for {args.burst_s:g} s)",
@@ -824,7 +827,8 @@ def main() -> None:
     parser.add_argument(
         "--saturate-events-per-user", type=int, default=8, help="the backlog that measures the saturated rate"
     )
-    parser.add_argument("--burst-users", type=int, default=400)
+    parser.add_argument("--saturate-users", type=int, default=400, help="users of the backlog")
+    parser.add_argument("--burst-users", type=int, default=400, help="users a burst's events are spread over")
     parser.add_argument("--bursts", type=int, default=2, help="bursts one after the other (does RSS come back?)")
     parser.add_argument("--keep", type=Path, help="keep logs and state in this folder (default: a temporary one)")
     args = parser.parse_args()
