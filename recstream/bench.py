@@ -426,26 +426,25 @@ def measure_ceiling(
 ) -> CeilingReport:
     task = progress.add_task(f"ceiling, {label}", total=len(options.ceiling_batches))
     rows = []
-    blas = threadpool_limits(limits=model.blas_threads or None, user_api="blas")  # as model.py
-    for batch in options.ceiling_batches:
-        batches = [model.arrays(pool[s : s + batch]) for s in range(0, len(pool) - batch + 1, batch)][:4]
-        model.score(batches[0])  # warm-up
-        times: list[float] = []
-        while sum(times) < options.ceiling_s or len(times) < 3:
-            started = time.perf_counter()
-            model.score(batches[len(times) % len(batches)])
-            times.append(time.perf_counter() - started)
-        rows.append(
-            CeilingRow(
-                batch=batch,
-                windows_per_s=batch * len(times) / sum(times),
-                ms_per_call_p50=float(np.median(times)) * 1000,
-                calls=len(times),
+    with threadpool_limits(limits=model.blas_threads or None, user_api="blas"):  # as model.py
+        for batch in options.ceiling_batches:
+            batches = [model.arrays(pool[s : s + batch]) for s in range(0, len(pool) - batch + 1, batch)][:4]
+            model.score(batches[0])  # warm-up
+            times: list[float] = []
+            while sum(times) < options.ceiling_s or len(times) < 3:
+                started = time.perf_counter()
+                model.score(batches[len(times) % len(batches)])
+                times.append(time.perf_counter() - started)
+            rows.append(
+                CeilingRow(
+                    batch=batch,
+                    windows_per_s=batch * len(times) / sum(times),
+                    ms_per_call_p50=float(np.median(times)) * 1000,
+                    calls=len(times),
+                )
             )
-        )
-        logger.info("ceiling (%s) batch %d: %.0f windows/s", label, batch, rows[-1].windows_per_s)
-        progress.advance(task)
-    blas.restore_original_limits()
+            logger.info("ceiling (%s) batch %d: %.0f windows/s", label, batch, rows[-1].windows_per_s)
+            progress.advance(task)
     return CeilingReport(
         version=model.version_dir.name,
         top_k=model.top_k,

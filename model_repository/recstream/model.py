@@ -110,7 +110,7 @@ class TritonPythonModel:
         # numpy's BLAS (the catalogue scores): OpenBLAS starts a thread per core, and each idles by spinning
         # after every call; at small batches that spinning cost 5x the CPU of the work itself (docs/BENCHMARKS.md)
         self.blas_threads = int(parameters["blas_num_threads"])
-        self._blas_limit = threadpool_limits(limits=self.blas_threads, user_api="blas")
+        threadpool_limits(limits=self.blas_threads, user_api="blas")  # for the life of this process
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.session = ort.InferenceSession(str(version_dir / "encoder.onnx"), options, providers=providers)
         # onnxruntime falls back to the CPU when CUDA cannot start (say, a missing libcudnn): not on a GPU instance

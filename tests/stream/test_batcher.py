@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -72,6 +72,13 @@ async def _submit(batcher: MicroBatcher, out: Emitted, user: str, event_id: str,
     await batcher.submit(user, [e], e, out.ack(event_id), origin=ORIGIN, stages_ms={"ingest": 1.0})
 
 
+async def _until(condition: Callable[[], object], timeout_s: float = 5.0) -> None:
+    """Wait until ``condition()`` holds (a TimeoutError after ``timeout_s``)."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
 async def test_events_of_one_user_merge_into_one_prediction() -> None:
     scorer, out = FakeScorer(), Emitted()
     batcher = _batcher(scorer, out, max_wait_ms=50)
@@ -94,14 +101,10 @@ async def test_flushes_when_max_batch_size_users_are_pending() -> None:
     batcher = _batcher(scorer, out, max_batch_size=3, max_wait_ms=60_000)
     await batcher.start()
     await _submit(batcher, out, "u0", "e0", ts=0)
-    async with asyncio.timeout(5):
-        while not scorer.calls:  # u0 is being scored: the next batch fills
-            await asyncio.sleep(0.001)
+    await _until(lambda: scorer.calls)  # u0 is being scored: the next batch fills
     for user in range(1, 4):
         await _submit(batcher, out, f"u{user}", f"e{user}", ts=user)
-    async with asyncio.timeout(5):  # full: it goes long before max_wait_ms, while u0 is still scored
-        while len(scorer.calls) < 2:
-            await asyncio.sleep(0.001)
+    await _until(lambda: len(scorer.calls) >= 2)  # full: it goes long before max_wait_ms, while u0 is still scored
     assert [len(call) for call in scorer.calls] == [1, 3]
     gate.set()
     await batcher.stop()
@@ -114,9 +117,7 @@ async def test_an_idle_scorer_gets_the_pending_users_at_once() -> None:
     await batcher.start()
     await _submit(batcher, out, "u1", "e1", ts=1)
     await _submit(batcher, out, "u2", "e2", ts=1)  # arrived together: one batch
-    async with asyncio.timeout(5):
-        while len(out.predictions) < 2:
-            await asyncio.sleep(0.005)
+    await _until(lambda: len(out.predictions) >= 2)
     assert [len(call) for call in scorer.calls] == [2]
     await batcher.stop()
 
@@ -128,16 +129,12 @@ async def test_while_a_batch_is_scored_the_next_fills_until_max_wait() -> None:
     await batcher.start()
     loop = asyncio.get_running_loop()
     await _submit(batcher, out, "u1", "e1", ts=1)
-    async with asyncio.timeout(5):
-        while not scorer.calls:
-            await asyncio.sleep(0.001)
+    await _until(lambda: scorer.calls)
     started = loop.time()
     await _submit(batcher, out, "u2", "e2", ts=1)  # the scorer is busy: u2 waits for others
     await asyncio.sleep(0.01)
     await _submit(batcher, out, "u3", "e3", ts=1)
-    async with asyncio.timeout(5):
-        while len(scorer.calls) < 2:
-            await asyncio.sleep(0.001)
+    await _until(lambda: len(scorer.calls) >= 2)
     assert loop.time() - started >= 0.03
     assert [len(call) for call in scorer.calls] == [1, 2]
     gate.set()
@@ -151,16 +148,12 @@ async def test_a_filling_batch_goes_when_the_scorer_becomes_idle() -> None:
     batcher = _batcher(scorer, out, max_batch_size=100, max_wait_ms=60_000)
     await batcher.start()
     await _submit(batcher, out, "u1", "e1", ts=1)
-    async with asyncio.timeout(5):
-        while not scorer.calls:
-            await asyncio.sleep(0.001)
+    await _until(lambda: scorer.calls)
     await _submit(batcher, out, "u2", "e2", ts=1)
     await asyncio.sleep(0.02)
     assert len(scorer.calls) == 1, "u2 waits while the first batch is scored"
     gate.set()
-    async with asyncio.timeout(5):  # long before max_wait_ms
-        while len(out.predictions) < 2:
-            await asyncio.sleep(0.001)
+    await _until(lambda: len(out.predictions) >= 2)  # long before max_wait_ms
     assert [len(call) for call in scorer.calls] == [1, 1]
     await batcher.stop()
 
@@ -188,9 +181,7 @@ async def test_submit_blocks_while_full_and_every_event_lands_once() -> None:
 
 
 async def _until_acked(out: Emitted, timeout_s: float = 5.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not out.acked:
-            await asyncio.sleep(0.01)
+    await _until(lambda: out.acked, timeout_s)
 
 
 async def test_scorer_failures_are_retried_not_lost() -> None:
