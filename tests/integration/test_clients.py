@@ -7,6 +7,7 @@ is not Kafka's murmur2, so its records usually land outside their user's partiti
 from __future__ import annotations
 
 import asyncio
+import os
 import select
 import shutil
 import subprocess
@@ -81,12 +82,16 @@ def test_kcat(worker: WorkerProcess, stack_settings: Settings) -> None:
     command = [kcat, "-b", s.bootstrap_servers, "-C", "-t", s.topic_predictions, "-o", "beginning", "-u"]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as consumer:
         try:
-            deadline, found = time.monotonic() + TIMEOUT_S, False
+            deadline, found, pending = time.monotonic() + TIMEOUT_S, False, b""
             assert consumer.stdout is not None
+            fd = consumer.stdout.fileno()  # read the pipe itself: lines in a Python buffer would not wake select
             while not found and time.monotonic() < deadline:
-                if select.select([consumer.stdout], [], [], 0.5)[0]:  # never block past the deadline
-                    line = consumer.stdout.readline()
-                    found = bool(line) and _mine(line, user)
+                if select.select([fd], [], [], 0.5)[0]:  # never block past the deadline
+                    chunk = os.read(fd, 1 << 16)
+                    if not chunk:  # kcat exited
+                        break
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    found = any(line and _mine(line, user) for line in lines)
         finally:
             consumer.terminate()
     assert found, "kcat read the prediction"
