@@ -235,7 +235,7 @@ class PhaseReport(BaseModel):
     rss_mib_peak: float  # of the consumer
     batch_users_mean: float | None = None  # the worker's recstream_batch_size_users over the phase
     guidance: int | None = None  # guidance the worker emitted in the phase (each one costs an explain call)
-    drain_s: float | None = None  # after the last prediction, until the worker's policy agent went quiet
+    drain_s: float | None = None  # after the last prediction, until the worker's guide went quiet
     latencies: list[float] = Field(default_factory=list, exclude=True, repr=False)  # for the plot, not the JSON
 
 
@@ -694,9 +694,9 @@ def worker_counters(web_port: int) -> dict[str, float]:
 
 
 async def drain(web_port: int, quiet_s: float = 1.0, timeout_s: float = 120.0) -> dict[str, float]:
-    """Wait until the worker sent no Triton request for ``quiet_s``: the policy agent reads the predictions after
-    they were emitted and explains the guided users' windows, so it may still be working when the last prediction
-    of a phase arrived. Its work is counted in its phase, not in the next. Returns the counters then."""
+    """Wait until the worker sent no Triton request for ``quiet_s``: the guide explains the guided users' windows
+    after their predictions were emitted, so it may still be working when the last prediction of a phase
+    arrived. Its work is counted in its phase, not in the next. Returns the counters then."""
     deadline = time.monotonic() + timeout_s
     counters = await asyncio.to_thread(worker_counters, web_port)
     while time.monotonic() < deadline:
@@ -1185,7 +1185,7 @@ def markdown(r: Report) -> str:
         "Resources over each phase: CPU % (100 = one core; machine = every process on it, others' too) and the "
         "worker's (naive: its process's) peak RSS; users per Triton request and guidance emitted, from the worker's "
         "/metrics; drain = after the phase's last prediction until the worker sent no more Triton requests (the "
-        "policy agent explaining the guided users' windows).",
+        "guide explaining the guided users' windows).",
         "",
         "| run | phase | users per batch | guidance | drain s | worker CPU % | Triton CPU % | broker CPU % "
         "| bench CPU % | machine CPU % | worker RSS MiB |",

@@ -1,4 +1,4 @@
-"""The worker's two agents; ``stream.app`` builds their parts and passes them in.
+"""The worker's agent; ``stream.app`` builds its parts and passes them in.
 
 **events** reads ``views``, ``clicks``, the internal ``recstream-events`` topic and ``recstream-control``.
 An input record is parsed (:func:`stream.ingest.parse_record`): a bad one goes to ``dead-letters``; a
@@ -6,7 +6,7 @@ valid one whose record lies in its user's partition (:func:`stream.ingest.home_p
 the user's window, any other is re-keyed through ``recstream-events`` first, so every user's window lives in
 one partition and one hop is saved for well-keyed input. The window (:func:`stream.window.apply_event`) is
 stored in the ``windows`` table and the new window submitted to the micro-batcher, which scores it and
-emits the prediction.
+emits the prediction; the guide (:mod:`stream.guide`) decides on guidance right there.
 
 A control record (:class:`stream.schemas.ForgetUser`, keyed by user_id, so it reaches the worker that holds
 the user) deletes the user's window and guidance cooldown: table deletions, tombstones in the changelogs.
@@ -14,38 +14,29 @@ the user) deletes the user's window and guidance cooldown: table deletions, tomb
 Logs never name a user: :class:`UserHash` writes a keyed hash instead.
 
 Acking: the agent iterates a ``noack`` stream. Dead letters and re-keyed records are acked once sent; a
-windowed event only after the prediction that accounts for it was produced (the consumer flushes the
-producer before it commits offsets), so a crash between the window update and the prediction redelivers the
-event, and the window logic re-emits it. Delivery is at least once.
-
-**policy** reads ``predictions`` in batches, drops those read too late (:func:`stream.policy.stale`), decides per
-user (:func:`stream.policy.decide`), asks the scorer to explain only the windows of the users it will guide (one
-request per batch), and emits ``guidance``.
+windowed event only after the prediction that accounts for it was produced, and its guidance if the user is
+guided (the consumer flushes the producer before it commits offsets), so a crash between the window update
+and the prediction redelivers the event, and the window logic re-emits it. Delivery is at least once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
 import secrets
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import faust
-from faust import streams as faust_streams
 
-from stream.batcher import MicroBatcher, Origin, retrying
+from stream.batcher import MicroBatcher, Origin
 from stream.ingest import home_partition, parse_record
-from stream.live import LiveFeed
 from stream.metrics import Metrics
-from stream.policy import attribution_of, build_guidance, decide, stale
-from stream.schemas import DeadLetter, ForgetUser, KeyedEvent, Prediction, Scorer, ScoringError
+from stream.schemas import DeadLetter, ForgetUser, KeyedEvent
 from stream.settings import Settings
 from stream.window import Outcome, UserWindow, apply_event
 
@@ -59,7 +50,6 @@ class Outputs:
     """Where the agents write: each a ``send(key, value)``."""
 
     events: Send
-    guidance: Send
     dead_letters: Send
 
 
@@ -164,61 +154,7 @@ def events_agent(
                 origin=Origin(message.topic, message.partition, message.offset),
                 stages_ms=stages_ms,
                 consumed=state.consumed,
+                context=event,
             )
 
     return events
-
-
-def policy_agent(
-    settings: Settings,
-    windows: faust.Table,
-    cooldown: faust.Table,
-    scorer: Scorer,
-    outputs: Outputs,
-    metrics: Metrics,
-    feed: LiveFeed,
-) -> Callable[[faust.StreamT[bytes]], Awaitable[None]]:
-    never = asyncio.Event()  # the agent is cancelled on shutdown; until then an explanation is worth waiting for
-
-    async def policy(stream: faust.StreamT[bytes]) -> None:
-        within_s = max(settings.max_wait_ms, 1.0) / 1000
-        async for batch in stream.take_events(settings.max_batch_size, within=within_s):
-            guided, guided_at = [], {}  # guided_at: this batch's guidance, not in the table yet
-            read_at = time.time()
-            for event in batch:
-                prediction = Prediction.model_validate_json(event.value)
-                if stale(prediction, read_at, settings):
-                    metrics.guidance_shed.inc()
-                    continue
-                user_id = prediction.user_id
-                window = UserWindow.from_bytes(windows.get(user_id)).events
-                action = decide(prediction, window, guided_at.get(user_id, cooldown.get(user_id)), settings)
-                if action is not None and window:
-                    guided.append((event, prediction, action, window))
-                    guided_at[user_id] = prediction.emitted_at
-            if not guided:
-                continue
-            try:
-                explained = await retrying(
-                    "explain", partial(scorer.explain, [w for *_, w in guided]), metrics, stopping=never
-                )
-            except ScoringError as exc:  # the model cannot explain these windows: guide without the evidence
-                logger.warning("explanations failed for %d users: %s", len(guided), exc)
-                explained = None
-            now_s = time.time()
-            for i, (event, prediction, action, window) in enumerate(guided):
-                attribution = attribution_of(window, explained[i]) if explained is not None else []
-                guidance = build_guidance(prediction, action, window, attribution, now_s=now_s)
-                # A table write goes to the partition of the current event (Faust's context variable), the
-                # prediction's, which is its user's. Only this task's context is set: the stream's own
-                # current_event, which take_events' background reader pairs with what it buffers, is left alone.
-                token = faust_streams._current_event.set(weakref.ref(event))
-                try:
-                    cooldown[prediction.user_id] = prediction.emitted_at
-                finally:
-                    faust_streams._current_event.reset(token)
-                await outputs.guidance(prediction.user_id.encode(), guidance.to_bytes())
-                metrics.guidance.labels(action.value).inc()
-                feed.add_guidance(guidance)
-
-    return policy

@@ -2,9 +2,10 @@
 
 Data flow (docs/architecture.md): ``views``/``clicks`` -> events agent (``windows`` table; records not in
 their user's partition re-keyed through ``recstream-events`` first) -> micro-batcher -> scorer ->
-``predictions`` -> policy agent (``guidance-cooldown`` table, explanations) -> ``guidance``. Bad input goes to
-``dead-letters``. The agents are in :mod:`stream.agents`, the web views in :mod:`stream.views`, every name in
-:mod:`stream.names`. ``python -m stream.app`` runs a worker configured from ``RECSTREAM_*`` variables.
+``predictions``, and for the users the policy guides, the guide (``guidance-cooldown`` table, explanations) ->
+``guidance``. Bad input goes to ``dead-letters``. The agent is in :mod:`stream.agents`, the web views in
+:mod:`stream.views`, every name in :mod:`stream.names`. ``python -m stream.app`` runs a worker configured from
+``RECSTREAM_*`` variables.
 """
 
 from __future__ import annotations
@@ -13,14 +14,19 @@ import hashlib
 import logging
 import socket
 import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import faust
+from faust import streams as faust_streams
 from mode import Service
 
 from stream import kafka
-from stream.agents import Outputs, events_agent, policy_agent
+from stream.agents import Outputs, events_agent
 from stream.batcher import MicroBatcher, PendingPrediction
+from stream.guide import Guide
 from stream.ingest import dead_letter
 from stream.live import LiveFeed
 from stream.metrics import Metrics
@@ -48,20 +54,37 @@ def default_instance_id(settings: Settings) -> str:
 
 
 class _Scoring(Service):
-    """Starts and stops the scorer and the batcher with the app (after table recovery, before shutdown)."""
+    """Starts and stops the scorer, the guide and the batcher with the app (after table recovery, before
+    shutdown): the batcher stops first, so that the guide still takes its last predictions."""
 
-    def __init__(self, scorer: Scorer, batcher: MicroBatcher) -> None:
+    def __init__(self, scorer: Scorer, guide: Guide, batcher: MicroBatcher) -> None:
         super().__init__()
         self._scorer = scorer
+        self._guide = guide
         self._batcher = batcher
 
     async def on_start(self) -> None:
         await self._scorer.start()
+        await self._guide.start()
         await self._batcher.start()
 
     async def on_stop(self) -> None:
         await self._batcher.stop()
+        await self._guide.stop()
         await self._scorer.stop()
+
+
+@contextmanager
+def as_of(pending: PendingPrediction) -> Iterator[None]:
+    """Table access for a pending prediction's user after scoring, outside the agent: Faust's tables and RocksDB
+    stores pick the partition from the current event (a context variable), so set it to the user's newest
+    event (every event of a user reaches the window in the user's partition). Only the calling task's context
+    changes."""
+    token = faust_streams._current_event.set(weakref.ref(pending.context))
+    try:
+        yield
+    finally:
+        faust_streams._current_event.reset(token)
 
 
 def build_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
@@ -104,7 +127,21 @@ def build_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
     windows = app.Table(WINDOWS_TABLE, partitions=settings.partitions, value_type=bytes)  # raw: UserWindow.to_bytes
     cooldown = app.Table(COOLDOWN_TABLE, partitions=settings.partitions)
 
-    async def emit(pending: PendingPrediction, scored: Scored) -> None:
+    def sender(topic: faust.TopicT) -> Any:
+        return lambda key, value: topic.send(key=key, value=value)
+
+    def last_guided(pending: PendingPrediction) -> float | None:
+        with as_of(pending):
+            return cooldown.get(pending.user_id)
+
+    def mark_guided(pending: PendingPrediction, emitted_at: float) -> None:
+        with as_of(pending):
+            cooldown[pending.user_id] = emitted_at
+
+    feed = LiveFeed(metrics)
+    guide = Guide(settings, scorer.explain, sender(guidance), last_guided, mark_guided, metrics, feed)
+
+    async def emit(pending: PendingPrediction, scored: Scored) -> bool:
         prediction = build_prediction(pending, scored, top_k=settings.top_k, now_s=time.time())
         await predictions.send(key=prediction.user_id.encode(), value=prediction.to_bytes())
         metrics.predictions.inc()
@@ -112,6 +149,7 @@ def build_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         for stage, ms in prediction.stages_ms.items():
             metrics.stage_seconds.labels(stage).observe(ms / 1000)
         metrics.model_in_use(scored.model.name, scored.model.version)
+        return await guide.offer(pending, prediction)
 
     async def reject(pending: PendingPrediction, error: str) -> None:
         newest = pending.origins[-1]
@@ -138,16 +176,10 @@ def build_app(settings: Settings, scorer: Scorer | None = None) -> faust.App:
         max_wait_ms=settings.max_wait_ms,
         max_batches_in_flight=settings.max_batches_in_flight,
     )
-    app.service(_Scoring(scorer, batcher))  # an instance: Faust starts it as is, after table recovery
+    app.service(_Scoring(scorer, guide, batcher))  # an instance: Faust starts it as is, after table recovery
 
-    def sender(topic: faust.TopicT) -> Any:
-        return lambda key, value: topic.send(key=key, value=value)
-
-    outputs = Outputs(events=sender(events), guidance=sender(guidance), dead_letters=sender(dead_letters))
+    outputs = Outputs(events=sender(events), dead_letters=sender(dead_letters))
     app.agent(events_in, name="events")(events_agent(settings, windows, cooldown, batcher, outputs, metrics))
-    feed = LiveFeed(metrics)
-    policy = policy_agent(settings, windows, cooldown, scorer, outputs, metrics, feed)
-    app.agent(predictions, name="policy")(policy)
     add_views(app, scorer, metrics, feed)
 
     @app.timer(interval=METRICS_INTERVAL_S)

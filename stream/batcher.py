@@ -19,7 +19,8 @@ This is the one retry layer. A :class:`TransientScoringError` (Triton down, mode
 ``emit`` is retried with exponential backoff until it succeeds: nothing is lost. A :class:`ScoringError`
 (the model rejects the input) is not retried: the batch is split in halves until the failing windows are
 found; those go to ``reject`` (the dead-letter topic) and the rest are emitted, so a poison window never
-stalls its partition. Each event's ``ack`` is awaited only after its prediction (or dead letter) went out.
+stalls its partition. Each event's ``ack`` is awaited only after its prediction (or dead letter) went out, or,
+when ``emit`` says it took the acks over (the user is being guided), by whoever took them.
 When the batcher stops, it scores what is pending once more; if that fails the events stay unacknowledged
 (Kafka redelivers them).
 """
@@ -59,7 +60,8 @@ class PendingPrediction:
     """One user's prediction to make: the newest window and every event it accounts for.
 
     ``stages_ms`` describe the newest event: ingest/rekey/window come from the agent, the batcher adds
-    batch_wait, triton and emit.
+    batch_wait, triton and emit. ``context`` is the newest event's stream event, opaque here: the app makes
+    the user's table writes after scoring in its partition.
     """
 
     user_id: str
@@ -71,6 +73,7 @@ class PendingPrediction:
     stages_ms: dict[str, float] = field(default_factory=dict)
     submitted_at: float = 0.0
     consumed: Sequence[str] = ()
+    context: object = None
 
     def add(
         self,
@@ -81,8 +84,10 @@ class PendingPrediction:
         stages_ms: dict[str, float],
         now: float,
         consumed: Sequence[str] = (),
+        context: object = None,
     ) -> None:
         self.window = window
+        self.context = context
         self.consumed = consumed
         self.event_ids.append(event.event_id)
         self.newest_record_ts_ms = max(self.newest_record_ts_ms, event.record_ts_ms)
@@ -92,12 +97,13 @@ class PendingPrediction:
         self.submitted_at = now
 
 
-Emit = Callable[[PendingPrediction, Scored], Awaitable[None]]
+#: emit(pending, scored) -> whether it took over the events' acks (the guide acks them after the guidance)
+Emit = Callable[[PendingPrediction, Scored], Awaitable[bool]]
 Reject = Callable[[PendingPrediction, str], Awaitable[None]]
 
 
-class _Stopping(Exception):
-    """A retried step failed while the batcher stops."""
+class Stopping(Exception):
+    """A retried step failed while its component stops."""
 
 
 class MicroBatcher:
@@ -154,6 +160,7 @@ class MicroBatcher:
         origin: Origin,
         stages_ms: dict[str, float] | None = None,
         consumed: Sequence[str] = (),
+        context: object = None,
     ) -> None:
         """Queue a prediction for ``user_id`` (blocks while ``max_batch_size`` other users are pending)."""
         loop = asyncio.get_running_loop()
@@ -164,7 +171,7 @@ class MicroBatcher:
                 if not self._pending:
                     self._first_pending_at = loop.time()
                 pending = self._pending[user_id] = PendingPrediction(user_id, window)
-            pending.add(window, event, ack, origin, stages_ms or {}, loop.time(), consumed)
+            pending.add(window, event, ack, origin, stages_ms or {}, loop.time(), consumed, context)
             self._changed.notify_all()
 
     async def _run(self) -> None:
@@ -182,7 +189,7 @@ class MicroBatcher:
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             emitted = task
-        await asyncio.gather(*tasks, return_exceptions=True)  # _Stopping: logged where it happened
+        await asyncio.gather(*tasks, return_exceptions=True)  # Stopping: logged where it happened
 
     async def _next_batch(self) -> list[PendingPrediction]:
         """Wait until a batch is due and take it; empty when stopping with nothing pending."""
@@ -218,8 +225,8 @@ class MicroBatcher:
                     async with self._changed:  # a batch filling behind this one may go now
                         self._scoring -= 1
                         self._changed.notify_all()
-            except _Stopping:
-                with contextlib.suppress(_Stopping):
+            except Stopping:
+                with contextlib.suppress(Stopping):
                     await previous
                 logger.error("stopping with %d predictions not emitted; their events stay unacked", len(batch))
                 raise
@@ -228,15 +235,13 @@ class MicroBatcher:
             for pending, result in zip(batch, results, strict=True):
                 pending.stages_ms["triton"] = (scored_at - started) * 1000
                 pending.stages_ms["emit"] = (loop.time() - scored_at) * 1000
+                kept_acks = False
                 if isinstance(result, Scored):
-                    await self._retrying("emit", partial(self._emit, pending, result))
+                    kept_acks = await self._retrying("emit", partial(self._emit, pending, result))
                 else:
                     await self._retrying("dead letter", partial(self._reject, pending, result))
-                for ack in pending.acks:
-                    try:
-                        await ack()
-                    except Exception:  # the offset stays uncommitted: the event is redelivered and replayed
-                        logger.exception("ack failed for a prediction")
+                if not kept_acks:
+                    await acknowledge(pending)
         finally:
             self._in_flight.release()
 
@@ -263,6 +268,15 @@ class MicroBatcher:
         )
 
 
+async def acknowledge(pending: PendingPrediction) -> None:
+    """Ack every event the prediction accounts for, once what they are owed went out."""
+    for ack in pending.acks:
+        try:
+            await ack()
+        except Exception:  # the offset stays uncommitted: the event is redelivered and replayed
+            logger.exception("ack failed for a prediction")
+
+
 async def retrying(
     what: str,
     step: Callable[[], Awaitable[T]],
@@ -275,7 +289,7 @@ async def retrying(
     """Run ``step`` until it succeeds, with exponential backoff: the one retry layer of the worker.
 
     A :class:`ScoringError` that is not transient (the model rejects the input) is raised at once; anything
-    else is retried. Once ``stopping`` is set, the next failure raises ``_Stopping`` instead.
+    else is retried. Once ``stopping`` is set, the next failure raises ``Stopping`` instead.
     """
     delay_s = initial_s
     while True:
@@ -290,7 +304,7 @@ async def retrying(
             failure = exc
         metrics.scorer_failures.labels("transient").inc()
         if stopping.is_set():
-            raise _Stopping from failure
+            raise Stopping from failure
         logger.warning("%s failed (%r); retrying in %.1f s", what, failure, delay_s)
         with contextlib.suppress(TimeoutError):  # sleep, but wake up when stopping
             await asyncio.wait_for(stopping.wait(), delay_s)

@@ -36,7 +36,7 @@ class Metrics:
         self.guidance = Counter("recstream_guidance", "guidance emitted", ["action"], registry=registry)
         self.guidance_shed = Counter(
             "recstream_guidance_shed",
-            "predictions the policy read too late to guide (guidance_max_delay_s after their emission)",
+            "guidance not given under a backlog: explained too late (guidance_max_delay_s) or too many users waiting",
             registry=registry,
         )
         self.scorer_failures = Counter(

@@ -1,7 +1,8 @@
 """Guidance policy: what, if anything, to tell a user after a prediction.
 
-The rules, first match wins (thresholds come from :class:`Settings`). Before them, the policy agent drops a
-prediction it reads more than ``guidance_max_delay_s`` after its emission (:func:`stale`): guidance is about what a
+Pure functions; :class:`stream.guide.Guide` applies them to every prediction the worker emits. The rules, first
+match wins (thresholds come from :class:`Settings`). After them, the guide drops a user still waiting for an
+explanation ``guidance_max_delay_s`` after the prediction's emission (:func:`stale`): guidance is about what a
 user does now, and under a backlog (a burst, explanations of long windows) shedding keeps the policy from falling
 minutes behind the predictions.
 
@@ -54,7 +55,7 @@ _DID = {
 
 
 def stale(prediction: Prediction, now_s: float, settings: Settings) -> bool:
-    """Read too late to guide: more than ``guidance_max_delay_s`` after the prediction was emitted."""
+    """Too late to guide at ``now_s``: more than ``guidance_max_delay_s`` after the prediction was emitted."""
     return now_s - prediction.emitted_at > settings.guidance_max_delay_s
 
 

@@ -136,8 +136,11 @@ class Settings(BaseSettings):
     guidance_max_delay_s: float = Field(
         30.0,
         gt=0,
-        description="a prediction the policy reads later than this after its emission is not guided: under a "
-        "backlog the policy sheds stale guidance instead of falling behind",
+        description="a user still waiting for an explanation this long after the prediction is not guided: under "
+        "a backlog the policy sheds stale guidance instead of falling behind",
+    )
+    guidance_max_pending_users: int = Field(
+        1024, ge=1, description="users waiting for an explanation, at most; a prediction beyond that is not guided"
     )
     checkout_min_purchase_prob: float = Field(
         0.3, ge=0, le=1, description="p(purchase) that suggests checking out an open cart"

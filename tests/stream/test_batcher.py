@@ -32,13 +32,17 @@ class FakeScorer:
 
 
 class Emitted:
-    def __init__(self) -> None:
+    """Records predictions, dead letters and acks; takes over the acks of the users in ``keeps_acks_of``."""
+
+    def __init__(self, keeps_acks_of: frozenset[str] = frozenset()) -> None:
         self.predictions: list[PendingPrediction] = []
         self.rejected: list[tuple[PendingPrediction, str]] = []
         self.acked: list[str] = []
+        self.keeps_acks_of = keeps_acks_of
 
-    async def emit(self, pending: PendingPrediction, result: Scored) -> None:
+    async def emit(self, pending: PendingPrediction, result: Scored) -> bool:
         self.predictions.append(pending)
+        return pending.user_id in self.keeps_acks_of
 
     async def reject(self, pending: PendingPrediction, error: str) -> None:
         self.rejected.append((pending, error))
@@ -93,6 +97,17 @@ async def test_events_of_one_user_merge_into_one_prediction() -> None:
     assert [e.event_id for e in by_user["u1"].window] == ["e2"]  # the newest window
     assert by_user["u1"].newest_record_ts_ms == 2
     assert sorted(out.acked) == ["e0", "e1", "e2", "x"]
+
+
+async def test_acks_that_emit_took_over_are_left_to_it() -> None:
+    scorer, out = FakeScorer(), Emitted(keeps_acks_of=frozenset({"guided"}))
+    batcher = _batcher(scorer, out)
+    await batcher.start()
+    await _submit(batcher, out, "guided", "g1", ts=1)
+    await _submit(batcher, out, "plain", "p1", ts=1)
+    await batcher.stop()
+    assert sorted(e for p in out.predictions for e in p.event_ids) == ["g1", "p1"]
+    assert out.acked == ["p1"], "the guided user's event is acked by whoever took it, not by the batcher"
 
 
 async def test_flushes_when_max_batch_size_users_are_pending() -> None:
