@@ -86,13 +86,10 @@ class TritonScorer:
     ) -> list[Scored]:
         if not windows:
             return []
-        result = await self._infer(windows, PREDICT_OUTPUTS, "score", consumed)
+        result = await self._infer(windows, PREDICT_OUTPUTS, "score", consumed, top_k=self._settings.top_k)
         model = _model_of(result)
         top_items, top_scores, top_titles, next_action = (result.as_numpy(name) for name in PREDICT_OUTPUTS)
-        # the model's top items (config.pbtxt top_k) may be more than a prediction carries: cut before decoding
-        top_k = self._settings.top_k
-        top_items, top_titles = top_items[:, :top_k], top_titles[:, :top_k]
-        top_scores = top_scores[:, :top_k].tolist()
+        top_scores = top_scores.tolist()
         return [
             Scored(
                 model=model,
@@ -161,7 +158,9 @@ class TritonScorer:
         outputs: Sequence[str],
         kind: str,
         consumed: Sequence[Sequence[str]] = (),
+        top_k: int | None = None,
     ) -> InferResult:
+        """One request; ``top_k``: how many top items the model returns (its request parameter)."""
         client = self._require_client()
         inputs = self._inputs(windows, consumed)
         started = time.perf_counter()
@@ -171,6 +170,7 @@ class TritonScorer:
                 inputs,
                 outputs=[InferRequestedOutput(name) for name in outputs],
                 client_timeout=self._settings.triton_timeout_s,
+                parameters=None if top_k is None else {"top_k": top_k},
             )
         except InferenceServerException as exc:
             status = str(exc.status())

@@ -3,7 +3,8 @@
 Runs inside Triton's python stub, so it imports nothing from this project. One ``execute`` call scores
 every row of every request of the dynamic batch together: one encoder run for all windows, then one for
 the occluded variants (the attribution) of the rows whose request asked for ATTRIBUTION. Each response
-carries only the outputs its request asked for (all of them when the client named none: Triton's rule).
+carries only the outputs its request asked for (all of them when the client named none: Triton's rule), and
+only as many top items as its ``top_k`` request parameter asks for (at most the config's ``top_k``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ OPTIONAL_EXCLUDE = "EXCLUDE_IDS"
 OUTPUTS = ("TOP_ITEMS", "TOP_SCORES", "TOP_TITLES", "NEXT_ACTION", "ATTRIBUTION", "INPUT_TITLES")
 #: Outputs aligned with the input positions ([B, L]); the others are [B, top_k] or [B, 4].
 _PER_POSITION = frozenset({"ATTRIBUTION", "INPUT_TITLES"})
+#: Outputs of the top items ([B, top_k]): cut to the request's top_k parameter.
+_PER_RANK = frozenset({"TOP_ITEMS", "TOP_SCORES", "TOP_TITLES"})
 #: Occluded windows per encoder call (memory bound: rows x L x H floats of item vectors).
 _OCCLUSION_ROWS = 2048
 _EVENT_CODES: dict[bytes, int] = {name.encode(): i + 1 for i, name in enumerate(EVENT_TYPES)}
@@ -83,6 +86,7 @@ class _Parsed(NamedTuple):
     mask: np.ndarray  # bool [B, L] real events
     exclude: np.ndarray  # int64 [B, E] embedding rows also left out of the top items (0 = none), E >= 0
     outputs: frozenset[str]  # the output names the request asked for
+    top_k: int  # top items the request asked for (its "top_k" parameter, at most the config's)
 
 
 class TritonPythonModel:
@@ -178,7 +182,10 @@ class TritonPythonModel:
             exclude = exclude.reshape(excluded_ids.shape)  # "" and unknown ids -> 0: nothing to leave out
         # Triton fills in every output when the client names none; the fallback only guards that rule
         outputs = frozenset(request.requested_output_names()) or frozenset(OUTPUTS)
-        return _Parsed(index, rows, codes, ages, mask, exclude, outputs)
+        top_k = json.loads(request.parameters() or "{}").get("top_k", self.top_k)
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise RequestError(f"the request parameter top_k must be a positive integer; got {top_k!r}")
+        return _Parsed(index, rows, codes, ages, mask, exclude, outputs, min(top_k, self.top_k))
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses: list[Any] = [None] * len(requests)
@@ -225,6 +232,8 @@ class TritonPythonModel:
                 part = outputs[name][start : start + batch]
                 if name in _PER_POSITION:
                     part = part[:, length - width :]
+                elif name in _PER_RANK:
+                    part = part[:, : p.top_k]
                 tensors.append(pb_utils.Tensor(name, part.astype(self.output_dtypes[name])))
             responses[p.index] = pb_utils.InferenceResponse(output_tensors=tensors)
             start += batch

@@ -65,10 +65,12 @@ def infer(
     types: list[list[str]],
     stamps: list[list[float]],
     outputs: Sequence[str] | None = None,
+    parameters: dict[str, object] | None = None,
 ) -> dict[str, np.ndarray]:
     """One request; ``outputs`` None names no outputs (the naive client: Triton sends them all)."""
     with grpcclient.InferenceServerClient(settings.triton_url) as client:
-        result = client.infer(settings.model_name, _inputs(ids, types, stamps), outputs=_requested(outputs))
+        inputs = _inputs(ids, types, stamps)
+        result = client.infer(settings.model_name, inputs, outputs=_requested(outputs), parameters=parameters)
     return _arrays(result)
 
 
@@ -229,6 +231,17 @@ def test_only_the_requested_outputs_and_attribution_only_when_asked(
         check_row(explained, row, window, reference(*window), reference.titles)
 
 
+@pytest.mark.parametrize("top_k", [1, 10, 500])
+def test_the_top_k_parameter_cuts_the_top_items(tiny_triton: Settings, top_k: int) -> None:
+    window = [[IDS[3], IDS[4]]], [["view", "click"]], [[T0, T0 + 1]]
+    everything = infer(tiny_triton, *window)
+    cut = infer(tiny_triton, *window, outputs=PREDICT, parameters={"top_k": top_k})
+    kept = min(top_k, 50)  # the config's top_k is the most a request gets
+    for name in ("TOP_ITEMS", "TOP_SCORES", "TOP_TITLES"):
+        np.testing.assert_array_equal(cut[name], everything[name][:, :kept])
+    np.testing.assert_array_equal(cut["NEXT_ACTION"], everything["NEXT_ACTION"])
+
+
 async def test_requests_of_one_dynamic_batch_may_differ_in_outputs_and_length(
     tiny_triton: Settings, reference: Reference
 ) -> None:
@@ -305,18 +318,20 @@ def test_padding_and_time_shift_do_not_change_the_result(tiny_triton: Settings) 
 
 
 @pytest.mark.parametrize(
-    ("ids", "types", "stamps", "message"),
+    ("ids", "types", "stamps", "parameters", "message"),
     [
-        ([[IDS[1], IDS[2]]], [["view", "view"]], [[T0]], "must have the same shape"),
-        ([[IDS[1], IDS[2]]], [["view", "scroll"]], [[T0, T0]], "unknown event type(s) ['scroll']"),
-        ([[IDS[1]], [""]], [["view"], [""]], [[T0], [0.0]], "every row needs at least one event"),
+        ([[IDS[1], IDS[2]]], [["view", "view"]], [[T0]], None, "must have the same shape"),
+        ([[IDS[1], IDS[2]]], [["view", "scroll"]], [[T0, T0]], None, "unknown event type(s) ['scroll']"),
+        ([[IDS[1]], [""]], [["view"], [""]], [[T0], [0.0]], None, "every row needs at least one event"),
+        ([[IDS[1]]], [["view"]], [[T0]], {"top_k": 0}, "top_k must be a positive integer; got 0"),
+        ([[IDS[1]]], [["view"]], [[T0]], {"top_k": "ten"}, "top_k must be a positive integer; got 'ten'"),
     ],
 )
 def test_bad_request_gets_a_clear_error_and_the_server_keeps_serving(
-    tiny_triton: Settings, ids: list, types: list, stamps: list, message: str
+    tiny_triton: Settings, ids: list, types: list, stamps: list, parameters: dict | None, message: str
 ) -> None:
     with pytest.raises(InferenceServerException) as error:
-        infer(tiny_triton, ids, types, stamps)
+        infer(tiny_triton, ids, types, stamps, parameters=parameters)
     assert error.value.status() == "StatusCode.INVALID_ARGUMENT"
     assert message in error.value.message()
     assert infer(tiny_triton, [[IDS[1]]], [["view"]], [[T0]])["TOP_ITEMS"].shape == (1, 50)
