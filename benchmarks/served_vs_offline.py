@@ -64,7 +64,6 @@ from trainer.data import DEFAULT_DATASET, TEST, VALID, Dataset, UserSequence, fi
 from trainer.evaluate import (
     K,
     PublishedVersion,
-    encode_all,
     load_version,
     rank_metrics,
     target_ranks,
@@ -247,8 +246,7 @@ def compare(plan: ReplayPlan, settings: Settings, served: Served, rules: str) ->
     if missing:
         raise StackError(f"{len(missing)} users have no prediction, e.g. {missing[:5]}")
 
-    user_vec, _ = encode_all(version.encoder, version.table, cases.arrays)
-    scores = (user_vec @ version.table[1:].T).astype(np.float64)  # [B, N]
+    scores = version.full_sort(cases.arrays).astype(np.float64)  # [B, N]
     offline_ranks = target_ranks(scores, targets, cases.seen)
     for row, seen in enumerate(cases.seen):
         scores[row, seen - 1] = -np.inf  # left out, as target_ranks leaves them out

@@ -31,7 +31,6 @@ from trainer.data import DEFAULT_DATASET, MOVIELENS, ORDER_RULE, TEST, first_use
 from trainer.evaluate import (
     TIE_RULE,
     case_ranks,
-    encode_all,
     load_version,
     paired_ratio,
     per_case_metrics,
@@ -51,8 +50,7 @@ def version_ranks(version_dir: Path, dataset: str | None = None) -> Ranks:
     data = first_users(load_movielens(dataset=name), version_users(version_dir))
     version = load_version(version_dir, data)
     cases = eval_cases(version.dataset, TEST, version.report["config"]["max_len"])
-    user_vec, _ = encode_all(version.encoder, version.table, cases.arrays)
-    ranks = zip(*case_ranks(user_vec @ version.table[1:].T, cases), strict=True)
+    ranks = zip(*case_ranks(version.full_sort(cases.arrays), cases), strict=True)
     return dict(zip(cases.user_ids, ranks, strict=True))
 
 

@@ -1,9 +1,11 @@
 """Full-ranking evaluation (no sampled negatives), the popularity baseline, next-action AUC and the
 faithfulness of occlusion attributions.
 
-The model is seen only through an ``Encoder``: window arrays -> (user_vec [B, H], action_logits [B, T]),
-plus the item table [N+1, H]. The trained torch model and a published ``encoder.onnx`` both fit, so
-``recstream evaluate`` measures exactly what is served. This module does not import torch.
+The model is seen only through two functions of window arrays: ``FullSort`` (the score of every item, which the
+one ranking routine :func:`target_ranks` ranks) and ``NextAction`` (next-action logits). An in-memory model gives
+them through its ``Recommender.full_sort_predict`` and ``encode`` (``trainer.train.batched``), a published version
+through its ``encoder.onnx`` and item table (:class:`PublishedVersion`), so ``recstream evaluate`` measures exactly
+what is served, with the same code as training. This module does not import torch.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ logger = logging.getLogger(__name__)
 
 Encoder = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
 """{"item_vecs", "event_types", "age_s", "attention_mask"} -> (user_vec [B, H], action_logits [B, T])."""
+FullSort = Callable[[Arrays], np.ndarray]
+"""Window arrays (``WINDOW_FIELDS`` [B, L], item rows) -> the score of every item [B, N] (column j = item row j + 1)."""
+NextAction = Callable[[Arrays], np.ndarray]
+"""Window arrays (``WINDOW_FIELDS`` [B, L], item rows) -> next-action logits [B, T]."""
 
 K = 10
 BATCH = 256
@@ -186,8 +192,8 @@ def ranking_report(scores: np.ndarray, cases: EvalCases, withheld: np.ndarray, p
 
 
 def evaluate(
-    encoder: Encoder,
-    table: np.ndarray,
+    full_sort: FullSort,
+    next_action: NextAction,
     dataset: Dataset,
     withheld: np.ndarray,
     max_len: int,
@@ -195,24 +201,25 @@ def evaluate(
     faithfulness_users: int = 0,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Metrics on ``split`` (one case per user): ``ndcg@10, hr@10, mrr@10`` (earlier items excluded),
-    the ``_all`` variants (not excluded), ``cold_hr@10``, ``next_action_auc``, the popularity baseline
-    (``pop_*``) and, with ``faithfulness_users`` > 0, the occlusion faithfulness check."""
+    """Metrics of the model seen through ``full_sort`` and ``next_action`` (the module docstring) on ``split``
+    (one case per user): ``ndcg@10, hr@10, mrr@10`` (earlier items excluded), the ``_all`` variants (not
+    excluded), ``cold_hr@10``, ``next_action_auc``, the popularity baseline (``pop_*``) and, with
+    ``faithfulness_users`` > 0, the occlusion faithfulness check."""
     cases = eval_cases(dataset, split, max_len)
-    user_vec, action_logits = encode_all(encoder, table, cases.arrays)
     report: dict[str, Any] = {
         "cases": len(cases.user_ids),
         "cold_cases": int(withheld[cases.arrays["target_items"] - 1].sum()),
     }
-    report |= ranking_report(user_vec @ table[1:].T, cases, withheld)
+    report |= ranking_report(full_sort(cases.arrays), cases, withheld)
     types = cases.arrays["target_types"]
     clicks_or_views = np.isin(types, [CLICK, VIEW])
+    action_logits = next_action(cases.arrays)  # [B, T]
     click_margin = action_logits[:, CLICK - 1] - action_logits[:, VIEW - 1]  # [B]
     report["next_action_auc"] = roc_auc(types[clicks_or_views] == CLICK, click_margin[clicks_or_views])
     pop_scores = np.broadcast_to(popularity(dataset, withheld), (len(types), len(dataset.catalog)))
     report |= ranking_report(pop_scores, cases, withheld, prefix="pop_")
     if faithfulness_users:
-        report["faithfulness"] = occlusion_faithfulness(encoder, table, cases, faithfulness_users, seed)
+        report["faithfulness"] = occlusion_faithfulness(full_sort, cases, faithfulness_users, seed)
     return report
 
 
@@ -243,9 +250,7 @@ def occlude(arrays: Arrays, row: int) -> Arrays:
     return out
 
 
-def occlusion_faithfulness(
-    encoder: Encoder, table: np.ndarray, cases: EvalCases, users: int, seed: int
-) -> dict[str, Any]:
+def occlusion_faithfulness(full_sort: FullSort, cases: EvalCases, users: int, seed: int) -> dict[str, Any]:
     """For ``users`` random test cases: the attribution of a window event is the drop of the top item's
     logit when that event is masked out (what the served model reports). Removing the top-attributed event
     vs a random other event: mean logit drop, mean drop of the top item's softmax probability, and the
@@ -254,17 +259,16 @@ def occlusion_faithfulness(
     rng = np.random.default_rng(seed)
     rows = [r for r in range(len(cases.user_ids)) if cases.arrays["attention_mask"][r].sum() >= 2]
     rows = sorted(rng.choice(rows, size=min(users, len(rows)), replace=False))
-    items = table[1:]  # [N, H]
     stats: dict[str, list[float]] = {
         k: [] for k in ("logit_top", "logit_random", "prob_top", "prob_random", "out_top", "out_random")
     }
     for row in rows:
         single = {name: cases.arrays[name][row : row + 1] for name in WINDOW_FIELDS}
-        base_logits = encode_all(encoder, table, single)[0] @ items.T  # [1, N]
+        base_logits = full_sort(single)  # [1, N]
         base_logits[0, cases.seen[row] - 1] = -np.inf
         top = int(base_logits.argmax())
         occluded = occlude(cases.arrays, row)
-        logits = encode_all(encoder, table, occluded)[0] @ items.T  # [P, N]
+        logits = full_sort(occluded)  # [P, N]
         logits[:, cases.seen[row] - 1] = -np.inf
         drops = base_logits[0, top] - logits[:, top]  # [P]: the attribution of each window event
         chosen = {
@@ -308,6 +312,14 @@ class PublishedVersion:
     table: np.ndarray  # item_embeddings.npy [N+1, H]
     encoder: Encoder  # encoder.onnx through onnxruntime
 
+    def full_sort(self, arrays: Arrays) -> np.ndarray:  # [B, N]
+        """The served scores: encoder.onnx's user vectors @ the item table (a ``FullSort``)."""
+        return encode_all(self.encoder, self.table, arrays)[0] @ self.table[1:].T
+
+    def next_action(self, arrays: Arrays) -> np.ndarray:  # [B, T]
+        """encoder.onnx's next-action logits (a ``NextAction``)."""
+        return encode_all(self.encoder, self.table, arrays)[1]
+
 
 def version_dataset(version_dir: Path) -> str | None:
     """The named dataset (``trainer.data.MOVIELENS``) a version was trained on, from its report.json's
@@ -345,8 +357,8 @@ def evaluate_version(
     version = load_version(version_dir, dataset)
     report, withheld = version.report, version.withheld
     metrics = evaluate(
-        version.encoder,
-        version.table,
+        version.full_sort,
+        version.next_action,
         version.dataset,
         withheld,
         report["config"]["max_len"],

@@ -11,11 +11,10 @@ import numpy as np
 import torch
 
 from trainer.data import TEST, Dataset
-from trainer.evaluate import onnx_encoder
+from trainer.evaluate import Encoder, onnx_encoder
 from trainer.modeling import RecModel
 from trainer.sequences import ENCODER_INPUTS, ENCODER_OUTPUTS, encoder_inputs, eval_cases
 from trainer.text import TEXT_MODEL
-from trainer.train import item_table, torch_encoder
 from trainer.version import (
     ENCODER_FILE,
     REPORT_FILE,
@@ -30,6 +29,25 @@ logger = logging.getLogger(__name__)
 
 OPSET = 17
 PARITY_ATOL = 1e-4
+
+
+def torch_encoder(model: RecModel) -> Encoder:
+    """The model's sequence encoder as an ``evaluate.Encoder`` (numpy in, numpy out, no gradients): what the
+    exported encoder.onnx is checked against."""
+
+    def run(inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            user_vec, action_logits = model.encoder(*(torch.from_numpy(inputs[n]) for n in ENCODER_INPUTS))
+        return user_vec.numpy(), action_logits.numpy()
+
+    return run
+
+
+def item_table(model: RecModel) -> np.ndarray:
+    """float32 [N+1, H]: the served item embeddings (no id dropout; row 0 zeros)."""
+    model.eval()
+    with torch.inference_mode():
+        return model.item_table().numpy()
 
 
 def export_encoder(model: RecModel, path: Path, example: dict[str, np.ndarray]) -> None:

@@ -16,12 +16,16 @@ A batch is a dict of tensors:
 
 The exported part is ``SequenceEncoder`` (inputs: item vectors, not ids), so new catalogue rows are scored
 without touching it: item scores are ``user_vec @ item_table.T``.
+
+Training and evaluation call a model only through ``Recommender`` (RecBole's contract), which ``RecModel`` and
+``Ensemble`` implement.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -32,6 +36,8 @@ from transformers import GPT2Config, GPT2Model
 from stream.schemas import EVENT_TYPES
 from trainer.config import TrainConfig
 from trainer.text import TEXT_DIM
+
+Batch = dict[str, torch.Tensor]
 
 GAP_BUCKETS = 32  # bucket 0: no earlier event in the window; bucket 1 + floor(log2(1 + gap seconds)) else
 
@@ -110,7 +116,59 @@ class SequenceEncoder(nn.Module):
         return user_vec, self.action_head(user_vec)
 
 
-class RecModel(nn.Module):
+@runtime_checkable
+class Recommender(Protocol):
+    """What training and evaluation call on a model, RecBole's contract (its ``calculate_loss``, ``predict`` and
+    ``full_sort_predict``): training steps on ``loss``; evaluation ranks ``full_sort_predict`` with the one ranking
+    routine (``trainer.evaluate.target_ranks``, its tie rule) and reads the next-action logits of ``encode``. D is
+    the user vector's size: H, or K*H for an ensemble of K."""
+
+    def loss(self, batch: Batch) -> torch.Tensor:  # scalar
+        """The training loss of a batch with ``next_items`` and ``next_types``."""
+        ...
+
+    def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:  # user_vec [B, D], action_logits [B, T]
+        """The user vector and the next-action logits at each row's newest event."""
+        ...
+
+    def predict(self, batch: Batch) -> torch.Tensor:  # [B]
+        """The score of each row's ``target_items``: its column of ``full_sort_predict``."""
+        ...
+
+    def full_sort_predict(self, batch: Batch) -> torch.Tensor:  # [B, N]
+        """The score of every catalogue item (column j = item row j + 1), higher first."""
+        ...
+
+
+class ItemTableModel(nn.Module):
+    """The scoring half of ``Recommender``, shared by ``RecModel`` and ``Ensemble``, which differ only in their
+    ``item_table`` and ``encoder``: the encoder reads the window's item vectors, and an item's score is the user
+    vector @ its row, exactly what the served encoder.onnx and item_embeddings.npy compute."""
+
+    encoder: nn.Module  # (item_vecs [B, L, D], event_types, age_s, attention_mask) -> (user_vec [B, D], [B, T])
+
+    def item_table(self) -> torch.Tensor:  # [N+1, D]; row 0 is zeros
+        raise NotImplementedError
+
+    def _inputs(self, batch: Batch, table: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The encoder's four inputs: item rows looked up in ``table`` [N+1, D] -> item_vecs [B, L, D]."""
+        return table[batch["items"]], batch["event_types"], batch["age_s"], batch["attention_mask"]
+
+    def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:  # user_vec [B, D], action_logits [B, T]
+        return self.encoder(*self._inputs(batch, self.item_table()))
+
+    def full_sort_predict(self, batch: Batch) -> torch.Tensor:  # [B, N]
+        table = self.item_table()  # [N+1, D]: drawn once, so the window and the scored items agree
+        user_vec, _ = self.encoder(*self._inputs(batch, table))  # [B, D]
+        return user_vec @ table[1:].T  # [B, N]
+
+    def predict(self, batch: Batch) -> torch.Tensor:  # [B]
+        table = self.item_table()  # [N+1, D]
+        user_vec, _ = self.encoder(*self._inputs(batch, table))  # [B, D]
+        return (user_vec * table[batch["target_items"]]).sum(-1)  # [B]
+
+
+class RecModel(ItemTableModel):
     """Item table + sequence encoder, trained with full-softmax cross-entropy over the catalogue."""
 
     def __init__(
@@ -161,11 +219,7 @@ class RecModel(nn.Module):
             adapter.bias += self.unknown_id
         return adapter
 
-    def _inputs(self, batch: dict[str, torch.Tensor], table: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The encoder's four inputs: item rows looked up in ``table`` [N+1, H] -> item_vecs [B, L, H]."""
-        return table[batch["items"]], batch["event_types"], batch["age_s"], batch["attention_mask"]
-
-    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:  # scalar
+    def loss(self, batch: Batch) -> torch.Tensor:  # scalar
         """Next-item cross-entropy over the whole catalogue + weighted next-type cross-entropy, at every
         position that has a next event (training windows are ``max_len`` long)."""
         table = self.item_table()  # [N+1, H]
@@ -177,22 +231,6 @@ class RecModel(nn.Module):
         item_loss = F.cross_entropy(item_logits, targets)
         action_loss = F.cross_entropy(self.encoder.action_head(h), batch["next_types"][has_target] - 1)
         return item_loss + self.cfg.action_weight * action_loss
-
-    def encode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """user_vec [B, H] and action_logits [B, T] at the newest event."""
-        return self.encoder(*self._inputs(batch, self.item_table()))
-
-    def full_sort_predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:  # [B, N]
-        """Scores of every catalogue item (column j = item row j + 1)."""
-        table = self.item_table()  # [N+1, H]
-        user_vec, _ = self.encoder(*self._inputs(batch, table))  # [B, H]
-        return user_vec @ table[1:].T  # [B, N]
-
-    def predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:  # [B]
-        """Scores of ``batch["target_items"]``."""
-        table = self.item_table()  # [N+1, H]
-        user_vec, _ = self.encoder(*self._inputs(batch, table))  # [B, H]
-        return (user_vec * table[batch["target_items"]]).sum(-1)  # [B]
 
 
 class EnsembleEncoder(nn.Module):
@@ -219,10 +257,10 @@ class EnsembleEncoder(nn.Module):
         return user_vec, action_logits
 
 
-class Ensemble(nn.Module):
+class Ensemble(ItemTableModel):
     """RecModels trained with different seeds, served as one model with the same surface (``encoder``,
-    ``item_table``, ``new_item_adapter``, ``cfg``): a new item's row is every member's new-item row side by
-    side, so ``add-items`` works unchanged."""
+    ``item_table``, ``new_item_adapter``, ``cfg``, the ``Recommender`` methods): a new item's row is every
+    member's new-item row side by side, so ``add-items`` works unchanged."""
 
     def __init__(self, models: list[RecModel]) -> None:
         super().__init__()
@@ -232,6 +270,12 @@ class Ensemble(nn.Module):
 
     def item_table(self) -> torch.Tensor:  # [N+1, K*H]
         return torch.cat([m.item_table() for m in self.models], dim=-1)
+
+    def loss(self, batch: Batch) -> torch.Tensor:  # scalar
+        """Raises: an ensemble is never trained as one. ``trainer.train.train_members`` trains each member on
+        its own (its seed, batch order and early stopping), which is what makes the members differ; a joint loss
+        would train them on the same batches and stop them together."""
+        raise NotImplementedError("an Ensemble is not trained as one: train each member (train_members)")
 
     def new_item_adapter(self) -> nn.Linear | None:
         """The members' new-item adapters side by side: [.., 384] -> [.., K*H]."""

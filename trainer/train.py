@@ -8,10 +8,9 @@ import copy
 import logging
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -20,10 +19,10 @@ from tqdm import tqdm
 
 from trainer.config import TrainConfig
 from trainer.data import DEFAULT_DATASET, MOVIELENS, ORDER_RULE, TRAIN, VALID, Dataset, default_cache_dir
-from trainer.evaluate import TIE_RULE, Encoder, evaluate
-from trainer.modeling import Ensemble, RecModel
+from trainer.evaluate import BATCH, TIE_RULE, evaluate, ranking_report
+from trainer.modeling import Batch, Ensemble, RecModel, Recommender
 from trainer.publish import MODEL_NAME
-from trainer.sequences import ENCODER_INPUTS, Arrays, training_windows
+from trainer.sequences import Arrays, EvalCases, eval_cases, training_windows
 from trainer.text import TEXT_DIM, TEXT_MODEL, embed_texts
 from trainer.version import METRIC_KEYS, DataSection, MemberRun, Report, TrainingSection
 
@@ -60,26 +59,24 @@ def tensor_batches(arrays: Arrays, batch_size: int, order: np.ndarray) -> Iterat
         yield {name: torch.from_numpy(values[rows]) for name, values in arrays.items()}
 
 
-def torch_encoder(model: RecModel) -> Encoder:
-    """The model's sequence encoder as an ``evaluate.Encoder`` (numpy in, numpy out, no gradients)."""
+def batched(method: Callable[[Batch], torch.Tensor]) -> Callable[[Arrays], np.ndarray]:
+    """A ``Recommender`` method as a function of numpy window arrays, ``BATCH`` rows at a time without gradients:
+    how evaluation calls an in-memory model (``batched(model.full_sort_predict)`` is an ``evaluate.FullSort``).
+    The caller puts the model in eval mode."""
 
-    def run(inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def run(arrays: Arrays) -> np.ndarray:
+        rows = np.arange(len(arrays["items"]))
         with torch.inference_mode():
-            user_vec, action_logits = model.encoder(*(torch.from_numpy(inputs[n]) for n in ENCODER_INPUTS))
-        return user_vec.numpy(), action_logits.numpy()
+            return np.concatenate([method(batch).numpy() for batch in tensor_batches(arrays, BATCH, rows)])
 
     return run
 
 
-def item_table(model: RecModel) -> np.ndarray:
-    """float32 [N+1, H]: the served item embeddings (no id dropout; row 0 zeros)."""
-    model.eval()
-    with torch.inference_mode():
-        return model.item_table().numpy()
-
-
-def validate(model: RecModel, dataset: Dataset, withheld: np.ndarray) -> dict[str, Any]:
-    return evaluate(torch_encoder(model), item_table(model), dataset, withheld, model.cfg.max_len, split=VALID)
+def validate(model: Recommender, cases: EvalCases, withheld: np.ndarray) -> dict[str, float]:
+    """The ranking metrics that early stopping reads, of the validation ``cases``: ``full_sort_predict`` ranked by
+    :func:`trainer.evaluate.ranking_report`, as the test evaluation ranks it; the rest of ``evaluate`` (the
+    popularity baseline, which no epoch changes, and the next-action AUC) is not computed every epoch."""
+    return ranking_report(batched(model.full_sort_predict)(cases.arrays), cases, withheld)
 
 
 def train(dataset: Dataset, cfg: TrainConfig, cache_dir: Path, member: int = 0) -> TrainResult:
@@ -113,6 +110,7 @@ def train(dataset: Dataset, cfg: TrainConfig, cache_dir: Path, member: int = 0) 
     )
     averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay)) if cfg.ema_decay else None
     checked = averaged.module if averaged else model  # the weights that are validated and kept
+    valid_cases = eval_cases(dataset, VALID, cfg.max_len)
     best_score, best_epoch, best_state = -1.0, 0, copy.deepcopy(checked.state_dict())
     history = []
     epoch = 0
@@ -137,7 +135,8 @@ def train(dataset: Dataset, cfg: TrainConfig, cache_dir: Path, member: int = 0) 
             if averaged:
                 averaged.update_parameters(model)
             total, steps = total + loss.item(), steps + 1
-        metrics = validate(checked, dataset, withheld)
+        checked.eval()  # no dropout, no id dropout
+        metrics = validate(checked, valid_cases, withheld)
         score = metrics["ndcg@10_all"]
         history.append(
             {"epoch": epoch, "loss": total / steps, "valid_ndcg@10_all": score, "valid_ndcg@10": metrics["ndcg@10"]}
@@ -191,9 +190,10 @@ def train_report(
     model, results = train_members(dataset, cfg, default_cache_dir())
     withheld = results[0].withheld  # the same for every member
     started = time.monotonic()
+    model.eval()
     metrics = evaluate(
-        torch_encoder(model),
-        item_table(model),
+        batched(model.full_sort_predict),
+        batched(lambda batch: model.encode(batch)[1]),
         dataset,
         withheld,
         cfg.max_len,

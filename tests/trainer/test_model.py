@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from trainer.config import TrainConfig
 from trainer.data import TEST, VALID, Catalog, build_dataset
-from trainer.modeling import Ensemble, RecModel
+from trainer.modeling import Ensemble, RecModel, Recommender
 from trainer.sequences import eval_cases, training_windows
 
 CFG = TrainConfig(hidden=16, layers=2, heads=2, max_len=10, dropout=0.0)
 
 
-def make_model() -> RecModel:
-    torch.manual_seed(0)
+def make_model(seed: int = 0) -> RecModel:
+    torch.manual_seed(seed)
     rng = np.random.default_rng(0)
     return RecModel(CFG, rng.normal(size=(12, 384)).astype(np.float32), np.ones(12, dtype=bool)).eval()
 
@@ -135,32 +136,47 @@ def test_withheld_items_are_not_negatives_of_the_training_loss() -> None:
     assert not torch.isclose(model.loss(batch), before)
 
 
+def two_rows() -> dict[str, torch.Tensor]:
+    """Two windows of length 6 with a target item and next events."""
+    rows = [window([3, 5, 7, 2], [0.0, 30.0, 4000.0, 4010.0], 6), window([1, 11], [0.0, 50.0], 6)]
+    batch = {name: torch.cat([r[name] for r in rows]) for name in rows[0]}
+    batch["target_items"] = torch.tensor([9, 4])
+    batch["next_items"] = torch.tensor([[0, 0, 5, 7, 2, 9], [0, 0, 0, 0, 11, 4]])
+    batch["next_types"] = torch.tensor([[0, 0, 1, 2, 1, 2], [0, 0, 0, 0, 2, 1]])
+    return batch
+
+
+def test_rec_model_and_ensemble_are_recommenders() -> None:
+    """The contract that training and evaluation call: its shapes, and ``predict`` is the target's column of
+    ``full_sort_predict``, for a model and an ensemble alike. Only the model is trained on ``loss``."""
+    model = make_model()
+    ensemble = Ensemble([make_model(0), make_model(1)]).eval()
+    batch = two_rows()
+    for recommender, width in ((model, CFG.hidden), (ensemble, 2 * CFG.hidden)):
+        assert isinstance(recommender, Recommender)
+        with torch.no_grad():
+            scores = recommender.full_sort_predict(batch)
+            user_vec, action_logits = recommender.encode(batch)
+            target_scores = recommender.predict(batch)
+        assert scores.shape == (2, 12) and user_vec.shape == (2, width) and action_logits.shape == (2, 4)
+        torch.testing.assert_close(target_scores, scores[[0, 1], batch["target_items"] - 1])
+    assert model.loss(batch).shape == ()
+    with pytest.raises(NotImplementedError, match="not trained as one"):
+        ensemble.loss(batch)
+
+
 def test_ensemble_scores_are_the_mean_of_its_members_logits() -> None:
     """The served ensemble is one encoder and one item table, yet ranks by the members' mean logit."""
-    members = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        text = np.random.default_rng(0).normal(size=(12, 384)).astype(np.float32)
-        members.append(RecModel(CFG, text, np.ones(12, dtype=bool)).eval())
+    members = [make_model(seed) for seed in (0, 1)]
     ensemble = Ensemble(members).eval()
     batch = window([3, 5, 7, 2], [0.0, 30.0, 4000.0, 4010.0], 6)
     with torch.no_grad():
-        table = ensemble.item_table()  # [N+1, 2H]
-        user_vec, action_logits = ensemble.encoder(
-            table[batch["items"]], batch["event_types"], batch["age_s"], batch["attention_mask"]
-        )
-        member_logits = []
-        for m in members:
-            u, _ = m.encoder(
-                m.item_table()[batch["items"]], batch["event_types"], batch["age_s"], batch["attention_mask"]
-            )
-            member_logits.append(u @ m.item_table()[1:].T)
-        torch.testing.assert_close(user_vec @ table[1:].T, torch.stack(member_logits).mean(0), atol=1e-5, rtol=1e-5)
+        member_logits = torch.stack([m.full_sort_predict(batch) for m in members])  # [K, B, N]
+        torch.testing.assert_close(ensemble.full_sort_predict(batch), member_logits.mean(0), atol=1e-5, rtol=1e-5)
         # a text-only row (what add-items appends) is every member's new-item row side by side
         text_row = ensemble.new_item_adapter()(members[0].text[1:2])
         expected = torch.cat([m.new_item_adapter()(m.text[1:2]) for m in members], dim=-1)
         torch.testing.assert_close(text_row, expected)
-    assert action_logits.shape == (1, 4)
 
 
 def test_evaluation_inputs_and_targets_follow_the_order_rule_not_the_file_order() -> None:

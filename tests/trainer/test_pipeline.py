@@ -17,11 +17,12 @@ from recstream.cli import app as recstream_app
 from tests.trainer.conftest import TINY, fake_embed_texts
 from trainer.catalog import add_items
 from trainer.data import TEST, VALID, Catalog
-from trainer.evaluate import evaluate_version, onnx_encoder
-from trainer.export import export_version
+from trainer.evaluate import case_ranks, evaluate_version, load_version, onnx_encoder
+from trainer.export import export_version, item_table, torch_encoder
+from trainer.modeling import Ensemble, RecModel
 from trainer.publish import publish, versions
 from trainer.sequences import encoder_inputs, eval_cases
-from trainer.train import item_table, torch_encoder
+from trainer.train import batched
 from trainer.version import cold_start_section
 
 METRICS = ("ndcg@10", "hr@10", "mrr@10", "ndcg@10_all", "hr@10_all", "mrr@10_all", "cold_hr@10", "next_action_auc")
@@ -75,6 +76,35 @@ def test_onnx_matches_torch_on_padded_and_holed_windows(repository: Path, traine
     for e, g in zip(expected, got, strict=True):
         assert e.shape == g.shape
         np.testing.assert_allclose(g, e, atol=1e-4)
+
+
+def untrained_ensemble(trained) -> Ensemble:
+    """Two fresh members on the tiny catalogue (fake text vectors, an id embedding for every item)."""
+    text = fake_embed_texts(trained.dataset.catalog.texts, Path())
+    members = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        members.append(RecModel(TINY, text, np.ones(len(text), dtype=bool)))
+    return Ensemble(members).eval()
+
+
+@pytest.mark.parametrize("kind", ["trained model", "untrained ensemble"])
+def test_full_sort_predict_ranks_every_case_as_its_exported_encoder(kind, repository, trained, tmp_path) -> None:
+    """Evaluating an in-memory ``Recommender`` (``full_sort_predict``, then the shared ranking routine) puts
+    every test target at the rank its published encoder.onnx and item table give it, earlier items excluded
+    or not: training-time evaluation measures what is served."""
+    if kind == "trained model":
+        model, folder = trained.model, repository / "recstream" / "1"
+    else:
+        model, folder = untrained_ensemble(trained), tmp_path / "ensemble"
+        folder.mkdir()
+        export_version(model, trained.dataset, trained.report, folder)
+    cases = eval_cases(trained.dataset, TEST, TINY.max_len)
+    in_memory = case_ranks(batched(model.full_sort_predict)(cases.arrays), cases)
+    served = case_ranks(load_version(folder, trained.dataset).full_sort(cases.arrays), cases)
+    for ours, theirs in zip(in_memory, served, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    assert len(set(in_memory[0].tolist())) > 5  # the ranks differ between cases: not a constant scorer
 
 
 def test_evaluating_the_published_version_reproduces_the_report(repository: Path, trained) -> None:

@@ -2,6 +2,8 @@ import pytest
 import torch
 
 from tests.trainer.conftest import TINY, fake_embed_texts
+from trainer.data import VALID
+from trainer.sequences import eval_cases
 from trainer.train import train, validate
 
 
@@ -16,10 +18,11 @@ def runs(tiny_dataset, tmp_path, monkeypatch) -> dict[float, object]:
 
 
 def test_the_kept_weights_are_the_best_validated_ones(runs, tiny_dataset) -> None:
+    cases = eval_cases(tiny_dataset, VALID, TINY.max_len)
     for result in runs.values():
         best = max(h["valid_ndcg@10_all"] for h in result.history)
         assert result.history[result.best_epoch - 1]["valid_ndcg@10_all"] == best
-        again = validate(result.model, tiny_dataset, result.withheld)["ndcg@10_all"]
+        again = validate(result.model, cases, result.withheld)["ndcg@10_all"]
         assert again == pytest.approx(best)
 
 
