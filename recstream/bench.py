@@ -59,7 +59,7 @@ from threadpoolctl import threadpool_limits
 from recstream.broker import Broker
 from recstream.errors import StackError
 from recstream.processes import log_tail, spawn, terminate
-from recstream.stack import local_settings, settings_env, wait_healthy
+from recstream.stack import local_settings, replica_settings, running_workers, settings_env
 from recstream.topics import ensure_topics
 from recstream.triton import TritonServer
 from stream.kafka import pace_empty_fetches
@@ -93,6 +93,7 @@ REPORTED_SETTINGS = (
     "max_batch_size",
     "max_wait_ms",
     "max_batches_in_flight",
+    "workers",
     "window_max_events",
     "consumer_fetch_max_wait_ms",
     "producer_linger_ms",
@@ -650,12 +651,12 @@ def stack_pids(settings: Settings) -> dict[str, list[int]]:
 
 
 class Usage:
-    """CPU of the consumer (worker or naive process), Triton, broker, this process and the whole machine over a
-    phase (100 % = one core), and the consumer's peak RSS."""
+    """CPU of the consumers (the workers, or the naive process), Triton, broker, this process and the whole machine
+    over a phase (100 % = one core), and the consumers' peak RSS (summed over them)."""
 
-    def __init__(self, consumer_pid: int, others: dict[str, list[int]]) -> None:
-        self._consumer = consumer_pid
-        self._groups = {"consumer": [consumer_pid], **others, "bench": [os.getpid()]}
+    def __init__(self, consumer_pids: list[int], others: dict[str, list[int]]) -> None:
+        self._consumers = consumer_pids
+        self._groups = {"consumer": consumer_pids, **others, "bench": [os.getpid()]}
         self._start: dict[str, float] = {}
         self._wall = 0.0
         self.rss_peak_mib = 0.0
@@ -666,20 +667,25 @@ class Usage:
         }
 
     def begin(self) -> None:
-        self._start, self._wall, self.rss_peak_mib = self._now(), time.monotonic(), _rss_mib(self._consumer)
+        self._start, self._wall, self.rss_peak_mib = self._now(), time.monotonic(), self._rss_mib()
+
+    def _rss_mib(self) -> float:
+        return sum(_rss_mib(pid) for pid in self._consumers)
 
     def sample(self) -> None:
-        self.rss_peak_mib = max(self.rss_peak_mib, _rss_mib(self._consumer))
+        self.rss_peak_mib = max(self.rss_peak_mib, self._rss_mib())
 
     def cpu_percent(self) -> dict[str, float]:
         elapsed = max(time.monotonic() - self._wall, 1e-9)
         return {name: 100 * (cpu - self._start[name]) / elapsed for name, cpu in self._now().items()}
 
 
-def worker_counters(web_port: int) -> dict[str, float]:
-    """Sums of the worker's batch-size histogram, guidance and Triton request counters (its /metrics)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=5) as response:
-        text = response.read().decode()
+def worker_counters(web_ports: Sequence[int]) -> dict[str, float]:
+    """Sums of the workers' batch-size histograms, guidance and Triton request counters (their /metrics)."""
+    text = ""
+    for port in web_ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text += response.read().decode()
     sums = {
         "recstream_batch_size_users_sum": 0.0,
         "recstream_batch_size_users_count": 0.0,
@@ -693,15 +699,15 @@ def worker_counters(web_port: int) -> dict[str, float]:
     return sums
 
 
-async def drain(web_port: int, quiet_s: float = 1.0, timeout_s: float = 120.0) -> dict[str, float]:
-    """Wait until the worker sent no Triton request for ``quiet_s``: the guide explains the guided users' windows
+async def drain(web_ports: Sequence[int], quiet_s: float = 1.0, timeout_s: float = 120.0) -> dict[str, float]:
+    """Wait until the workers sent no Triton request for ``quiet_s``: the guide explains the guided users' windows
     after their predictions were emitted, so it may still be working when the last prediction of a phase
     arrived. Its work is counted in its phase, not in the next. Returns the counters then."""
     deadline = time.monotonic() + timeout_s
-    counters = await asyncio.to_thread(worker_counters, web_port)
+    counters = await asyncio.to_thread(worker_counters, web_ports)
     while time.monotonic() < deadline:
         await asyncio.sleep(quiet_s)
-        latest = await asyncio.to_thread(worker_counters, web_port)
+        latest = await asyncio.to_thread(worker_counters, web_ports)
         if latest["recstream_triton_request_seconds_count"] == counters["recstream_triton_request_seconds_count"]:
             return latest
         counters = latest
@@ -732,12 +738,13 @@ async def run_phase(
     phase: Phase,
     usage: Usage,
     progress: Progress,
-    web_port: int | None = None,
+    web_ports: Sequence[int] = (),
 ) -> PhaseReport:
+    """One phase; ``web_ports``: the workers' web servers (their /metrics), none for the naive baseline."""
     label = f"{phase.run} {phase.name}" + (f" {phase.rate:.0f}/s" if phase.rate else "")
     task = progress.add_task(label, total=len(phase.events))
     collector.expect(phase)
-    before = await asyncio.to_thread(worker_counters, web_port) if web_port else None
+    before = await asyncio.to_thread(worker_counters, web_ports) if web_ports else None
     usage.begin()
     # steady: the sending time and then as long again (at least a minute); saturated: at least 10 events/s
     expected_s = len(phase.events) / phase.rate if phase.rate else len(phase.events) / 10
@@ -759,9 +766,9 @@ async def run_phase(
         )
     await sender
     drained_at = time.monotonic()
-    after = await drain(web_port) if web_port else None
+    after = await drain(web_ports) if web_ports else None
     report = summarize(phase, cpu, usage.rss_peak_mib, before, after)
-    report.drain_s = time.monotonic() - drained_at if web_port else None
+    report.drain_s = time.monotonic() - drained_at if web_ports else None
     logger.info(
         "%s: %.0f events/s, %.0f predictions/s, latency p50 %.0f ms, p99 %.0f ms",
         label,
@@ -850,7 +857,8 @@ async def measure_pipeline(
     progress: Progress,
 ) -> list[PhaseReport]:
     """Warm-up, saturated, then one steady phase per fraction of the saturated rate, fresh users each."""
-    web_port = settings.web_port if run == "pipeline" else None  # the worker's /metrics
+    # the workers' /metrics
+    web_ports = [replica_settings(settings, i).web_port for i in range(settings.workers)] if run == "pipeline" else []
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
     collector = Collector(settings, settings.topic_predictions)
     await producer.start()
@@ -858,9 +866,9 @@ async def measure_pipeline(
     reports = []
     try:
         warmup = planner.phase(settings, run, "warm-up", min(options.users, 50), 1)
-        await run_phase(producer, collector, warmup, usage, progress, web_port)
+        await run_phase(producer, collector, warmup, usage, progress, web_ports)
         saturated = planner.phase(settings, run, "saturated", options.users, options.events_per_user)
-        reports.append(await run_phase(producer, collector, saturated, usage, progress, web_port))
+        reports.append(await run_phase(producer, collector, saturated, usage, progress, web_ports))
         for fraction in fractions:
             # enough users for min_predictions, at least --users of them, round robin: one user's events far apart
             users = max(
@@ -868,7 +876,7 @@ async def measure_pipeline(
             )
             steady = planner.phase(settings, run, "steady", users, options.events_per_user)
             steady.fraction, steady.rate = fraction, fraction * reports[0].events_per_s
-            reports.append(await run_phase(producer, collector, steady, usage, progress, web_port))
+            reports.append(await run_phase(producer, collector, steady, usage, progress, web_ports))
     finally:
         await collector.stop()
         await producer.stop()
@@ -1016,18 +1024,13 @@ def run_bench(base: Settings, options: BenchOptions) -> Report:
             triton.wait_ready()
             served = asyncio.run(measure_served(settings, pool, short_label, model, options, progress))
 
-            worker_log = log_dir / "worker.log"
-            worker = spawn("worker", [sys.executable, "-m", "recstream", "worker"], worker_log, settings_env(settings))
-            try:
-                wait_healthy(settings, lambda: worker.poll() is None, worker_log, timeout_s=240)
-                usage = Usage(worker.pid, stack_pids(settings))
+            with running_workers(settings, log_dir, timeout_s=240) as workers:
+                usage = Usage([worker.pid for worker in workers], stack_pids(settings))
                 pipeline = asyncio.run(
                     measure_pipeline(settings, "pipeline", usage, planner, options, options.rates, progress)
                 )
-            finally:
-                terminate("worker", worker)
             with naive_process(naive_settings, log_dir) as pid:
-                usage = Usage(pid, stack_pids(settings))
+                usage = Usage([pid], stack_pids(settings))
                 naive = asyncio.run(
                     measure_pipeline(naive_settings, "naive", usage, planner, options, [options.naive_rate], progress)
                 )
@@ -1113,7 +1116,8 @@ def markdown(r: Report) -> str:
         f"`{r.command}` — {time.strftime('%Y-%m-%d %H:%M', time.localtime(r.created_at))}, "
         f"{r.machine['cpus']} CPUs, {s['embedded_broker']} broker, model version {r.served.model.version}, "
         f"max_batch_size {s['max_batch_size']}, max_wait_ms {s['max_wait_ms']}, "
-        f"max_batches_in_flight {s['max_batches_in_flight']}, {s['partitions']} partitions; "
+        f"max_batches_in_flight {s['max_batches_in_flight']}, {s['partitions']} partitions, "
+        f"{s['workers']} worker(s); "
         f"guidance {'on' if r.options['guidance'] else 'off (--no-guidance)'}; "
         f"{r.elapsed_s:.0f} s in all; load average {r.machine['load_avg_1m_at_start']:.1f} at the start, "
         f"{r.machine['load_avg_1m_at_end']:.1f} at the end.",
@@ -1182,10 +1186,10 @@ def markdown(r: Report) -> str:
         )
     lines += [
         "",
-        "Resources over each phase: CPU % (100 = one core; machine = every process on it, others' too) and the "
-        "worker's (naive: its process's) peak RSS; users per Triton request and guidance emitted, from the worker's "
-        "/metrics; drain = after the phase's last prediction until the worker sent no more Triton requests (the "
-        "guide explaining the guided users' windows).",
+        "Resources over each phase: CPU % (100 = one core; machine = every process on it, others' too; worker = "
+        "all workers together) and the workers' (naive: its process's) peak RSS, summed; users per Triton request "
+        "and guidance emitted, from the workers' /metrics; drain = after the phase's last prediction until the "
+        "workers sent no more Triton requests (the guide explaining the guided users' windows).",
         "",
         "| run | phase | users per batch | guidance | drain s | worker CPU % | Triton CPU % | broker CPU % "
         "| bench CPU % | machine CPU % | worker RSS MiB |",

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from subprocess import Popen
 
 from pydantic import SecretStr
 
@@ -59,6 +60,45 @@ def settings_env(settings: Settings) -> dict[str, str]:
         else:
             env[variable] = json.dumps(value) if isinstance(value, list | dict) else str(value)
     return env
+
+
+def worker_name(index: int) -> str:
+    """Worker ``index``'s name in logs and its log file's stem."""
+    return "worker" if index == 0 else f"worker-{index}"
+
+
+def replica_settings(settings: Settings, index: int) -> Settings:
+    """The settings of worker ``index`` of ``settings.workers`` on this machine: worker 0 is ``settings`` itself,
+    worker i > 0 gets its own web port (web_port + i), table state (data_dir + "-i") and, when one is set, static
+    group member id (+ "-i")."""
+    if index == 0:
+        return settings
+    update: dict[str, object] = {
+        "web_port": settings.web_port + index,
+        "data_dir": settings.data_dir.with_name(f"{settings.data_dir.name}-{index}"),
+    }
+    if settings.group_instance_id:
+        update["group_instance_id"] = f"{settings.group_instance_id}-{index}"
+    return settings.model_copy(update=update)
+
+
+@contextlib.contextmanager
+def running_workers(settings: Settings, log_dir: Path, timeout_s: float = 120.0) -> Iterator[list[Popen[bytes]]]:
+    """Start ``settings.workers`` workers (``replica_settings``), wait until every one is healthy, yield their
+    processes, and stop them all (the last started first) on the way out."""
+    workers: list[tuple[str, Popen[bytes]]] = []
+    try:
+        for index in range(settings.workers):
+            name = worker_name(index)
+            replica = worker_settings(replica_settings(settings, index))
+            log = log_dir / f"{name}.log"
+            worker = spawn(name, [sys.executable, "-m", "recstream", "worker"], log, env=settings_env(replica))
+            workers.append((name, worker))
+            wait_healthy(replica, lambda w=worker: w.poll() is None, log, timeout_s)
+        yield [worker for _, worker in workers]
+    finally:
+        for name, worker in reversed(workers):
+            terminate(name, worker)
 
 
 def local_settings(**overrides: object) -> Settings:
@@ -132,25 +172,19 @@ def run_stack(
     from recstream.replay import replay_movielens
     from recstream.watch import watch_outputs
 
-    worker_log = LOG_DIR / "worker.log"
-    worker = None
     with _sigterm_as_interrupt(), Broker(settings, LOG_DIR), TritonServer(settings) as triton:
-        try:
-            asyncio.run(ensure_topics(settings, topic_names(settings)))
-            triton.wait_ready()
-            worker = spawn(
-                "worker",
-                [sys.executable, "-m", "recstream", "worker"],
-                worker_log,
-                env=settings_env(worker_settings(settings)),
-            )
-            wait_healthy(settings, lambda: worker.poll() is None, worker_log)
-            logger.info("stack ready: worker health on http://127.0.0.1:%d/health", settings.web_port)
+        asyncio.run(ensure_topics(settings, topic_names(settings)))
+        triton.wait_ready()
+        with running_workers(settings, LOG_DIR) as workers:
+            health = [f"http://127.0.0.1:{replica_settings(settings, i).web_port}/health" for i in range(len(workers))]
+            logger.info("stack ready: worker health on %s", ", ".join(health))
 
             async def watchdog() -> None:
-                while worker.poll() is None and triton.running:
+                while all(worker.poll() is None for worker in workers) and triton.running:
                     await asyncio.sleep(1)
-                raise StackError(f"a part of the stack exited unexpectedly; worker log:\n{log_tail(worker_log)}")
+                logs = [LOG_DIR / f"{worker_name(i)}.log" for i in range(len(workers))]
+                tails = "".join(f"\n{log.name}:\n{log_tail(log)}" for log in logs)
+                raise StackError(f"a part of the stack exited unexpectedly; worker logs:{tails}")
 
             async def show() -> None:
                 tasks = [asyncio.create_task(watch_outputs(settings)), asyncio.create_task(watchdog())]
@@ -163,5 +197,3 @@ def run_stack(
                     logger.info("ran for %.0f s: stopping", duration_s)
 
             asyncio.run(show())
-        finally:
-            terminate("worker", worker)

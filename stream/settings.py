@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream.schemas import EventType
@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     web_host: str = Field("127.0.0.1", description="address the worker's web server binds (0.0.0.0: every one)")
     web_port: int = Field(6066, description="port of the worker's web server (/, /health, /metrics)")
     data_dir: Path = Field(Path("var/worker"), description="RocksDB table state of the worker")
+    workers: int = Field(
+        1,
+        ge=1,
+        description="worker processes `recstream up` and `recstream bench` run, one consumer group sharing the "
+        "partitions (at most `partitions` do work); worker i > 0 uses web_port + i and data_dir + '-i'",
+    )
 
     # --- behaviour window ---
     window_max_events: int = Field(50, ge=1, description="events kept in a user's behaviour window")
@@ -151,3 +157,12 @@ class Settings(BaseSettings):
     recommend_min_score: float = Field(
         0.005, ge=0, le=1, description="top item probability (softmax over the catalogue) that makes a recommendation"
     )
+
+    @model_validator(mode="after")
+    def _every_worker_gets_a_partition(self) -> Settings:
+        if self.workers > self.partitions:
+            raise ValueError(
+                f"workers ({self.workers}) > partitions ({self.partitions}): a worker without a partition never "
+                "becomes healthy; run at most as many workers as partitions"
+            )
+        return self
