@@ -11,6 +11,7 @@ what is served, with the same code as training. This module does not import torc
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,6 +136,27 @@ def paired_ratio(ours: np.ndarray, theirs: np.ndarray, resamples: int = 10_000, 
     return {"ratio": float(ours.mean() / theirs.mean()), "median": float(median), "ci95": [float(low), float(high)]}
 
 
+def wilson_interval(hits: int, cases: int, z: float = 1.96) -> list[float]:
+    """The 95 % Wilson score interval of a hit rate ``hits / cases`` (a binomial proportion): unlike the normal
+    approximation it stays inside [0, 1] and is honest for the few hits of a cold-start evaluation."""
+    if cases == 0:
+        return [float("nan"), float("nan")]
+    p, z2 = hits / cases, z * z
+    centre = (p + z2 / (2 * cases)) / (1 + z2 / cases)
+    half = z * math.sqrt(p * (1 - p) / cases + z2 / (4 * cases * cases)) / (1 + z2 / cases)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def random_hit_rate(cases: EvalCases, rows: np.ndarray, items: int, k: int = K) -> float:
+    """Expected HR@k of a uniformly random ranking over the ``rows`` cases: each case's target is ranked among
+    the ``items`` of the catalogue less its earlier items (left out, as when served), so P(hit) = k / candidates."""
+    if not len(rows):
+        return float("nan")
+    targets = cases.arrays["target_items"]
+    candidates = np.array([items - len(set(cases.seen[r].tolist()) - {int(targets[r])}) for r in rows])
+    return float(np.minimum(1.0, k / candidates).mean())
+
+
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     """ROC AUC (Mann-Whitney U with average ranks for ties); None when only one class is present."""
     labels = labels.astype(bool)
@@ -206,9 +228,11 @@ def evaluate(
     excluded), ``cold_hr@10``, ``next_action_auc``, the popularity baseline (``pop_*``) and, with
     ``faithfulness_users`` > 0, the occlusion faithfulness check."""
     cases = eval_cases(dataset, split, max_len)
+    cold_rows = np.flatnonzero(withheld[cases.arrays["target_items"] - 1])
     report: dict[str, Any] = {
         "cases": len(cases.user_ids),
-        "cold_cases": int(withheld[cases.arrays["target_items"] - 1].sum()),
+        "cold_cases": len(cold_rows),
+        f"random_cold_hr@{K}": random_hit_rate(cases, cold_rows, len(dataset.catalog)),
     }
     report |= ranking_report(full_sort(cases.arrays), cases, withheld)
     types = cases.arrays["target_types"]
@@ -367,10 +391,29 @@ def evaluate_version(
         split=split,
     )
     if split == TEST and not withheld.any() and "cold_start" in report:
-        cold = report["cold_start"]
-        for key in (f"cold_hr@{K}", f"pop_cold_hr@{K}"):
-            metrics[key] = cold["metrics"][key]
-        metrics[f"cold_hr@{K}_source"] = (
-            f"companion models, {cold['cold_share']:.0%} of items withheld, {cold['metrics']['cold_cases']} cold cases"
-        )
+        metrics |= companion_cold_start(report["cold_start"], version.dataset, report["config"]["max_len"])
     return metrics
+
+
+def companion_cold_start(cold: dict[str, Any], dataset: Dataset, max_len: int) -> dict[str, Any]:
+    """The cold-start metrics of a version trained on every item: its companions' pooled ``cold_hr@10`` (report.json's
+    ``cold_start``) with its Wilson interval, beside popularity's and a random ranking's on the same cold cases
+    (each companion's withheld items, its test targets)."""
+    cases = eval_cases(dataset, TEST, max_len)
+    targets = cases.arrays["target_items"]
+    randoms, weights = [], []
+    for companion in cold["companions"]:
+        withheld = np.isin(dataset.catalog.item_ids, companion["withheld_items"])
+        rows = np.flatnonzero(withheld[targets - 1])
+        randoms.append(random_hit_rate(cases, rows, len(dataset.catalog)))
+        weights.append(len(rows))
+    pooled = cold["metrics"]
+    return {
+        f"cold_hr@{K}": pooled[f"cold_hr@{K}"],
+        f"cold_hr@{K}_ci95": wilson_interval(pooled[f"cold_hits@{K}"], pooled["cold_cases"]),
+        f"pop_cold_hr@{K}": pooled[f"pop_cold_hr@{K}"],
+        f"random_cold_hr@{K}": float(np.average(randoms, weights=weights)),
+        f"cold_hr@{K}_source": (
+            f"companion models, {cold['cold_share']:.0%} of items withheld, {pooled['cold_cases']} cold cases"
+        ),
+    }

@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 
 from trainer.data import TRAIN
-from trainer.evaluate import paired_ratio, popularity, popularity_baseline, rank_metrics, roc_auc, target_ranks
+from trainer.evaluate import (
+    paired_ratio,
+    popularity,
+    popularity_baseline,
+    random_hit_rate,
+    rank_metrics,
+    roc_auc,
+    target_ranks,
+    wilson_interval,
+)
+from trainer.sequences import EvalCases
 
 
 def test_target_ranks_with_and_without_earlier_items() -> None:
@@ -94,3 +104,22 @@ def test_paired_ratio_holds_pairs_together_and_narrows_with_more_cases() -> None
         low, high = result["ci95"]
         assert low < result["median"] < high and low < result["ratio"] < high
     assert many["ci95"][1] - many["ci95"][0] < (few["ci95"][1] - few["ci95"][0]) / 2  # 20x the cases
+
+
+def test_wilson_interval_hand_checked_and_inside_0_1() -> None:
+    low, high = wilson_interval(9, 362)  # version 4's pooled cold-start hits
+    assert (round(low, 4), round(high, 4)) == (0.0131, 0.0466)
+    assert wilson_interval(0, 50)[0] == 0.0 and 0 < wilson_interval(0, 50)[1] < 0.08  # no hit: not [0, 0]
+    assert wilson_interval(50, 50)[1] == 1.0
+    wide, narrow = wilson_interval(5, 100), wilson_interval(50, 1000)
+    assert narrow[1] - narrow[0] < wide[1] - wide[0], "more cases, narrower"
+
+
+def test_random_hit_rate_counts_the_candidates_left_after_exclusion() -> None:
+    targets = np.array([3, 7, 2])
+    seen = [np.array([1, 2]), np.array([7]), np.arange(1, 18)]  # case 1 re-consumes its target: it stays a candidate
+    cases = EvalCases(arrays={"target_items": targets}, seen=seen, user_ids=["a", "b", "c"])
+    # 20 items: case 0 ranks its target among 18, case 1 among 20, case 2 among 4 (10 > 4: a sure hit)
+    assert random_hit_rate(cases, np.array([0, 1]), items=20) == pytest.approx((10 / 18 + 10 / 20) / 2)
+    assert random_hit_rate(cases, np.array([2]), items=20) == 1.0
+    assert math.isnan(random_hit_rate(cases, np.array([], dtype=int), items=20))

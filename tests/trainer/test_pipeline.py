@@ -128,6 +128,11 @@ def test_a_version_trained_on_every_item_reports_its_companions_cold_start(
     assert served["pop_cold_hr@10"] == trained.report.metrics["pop_cold_hr@10"]
     cases = trained.report.metrics["cold_cases"]
     assert served["cold_hr@10_source"] == f"companion models, 10% of items withheld, {cases} cold cases"
+    low, high = served["cold_hr@10_ci95"]
+    assert low <= served["cold_hr@10"] <= high
+    assert served["random_cold_hr@10"] == pytest.approx(trained.report.metrics["random_cold_hr@10"]), (
+        "the random baseline of the companion's own cold cases"
+    )
 
 
 def test_publish_takes_the_next_number_and_never_overwrites(tmp_path: Path) -> None:
