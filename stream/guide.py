@@ -43,7 +43,7 @@ LastGuided = Callable[[PendingPrediction], float | None]
 MarkGuided = Callable[[PendingPrediction, float], None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity: one queued user
 class _Queued:
     pending: PendingPrediction
     prediction: Prediction
@@ -113,24 +113,32 @@ class Guide:
                 del self._queue[: len(batch)]
             if not batch:
                 break  # stopping, nothing queued
+            unacked = list(batch)  # _guide takes each user out once its events are acked
             try:
-                await self._guide(batch)
+                await self._guide(unacked)
             except Stopping:
-                logger.error("stopping with %d guidance not sent; their events stay unacked", len(batch))
+                logger.error("stopping with %d guidance not sent; their events stay unacked", len(unacked))
+            except Exception:  # a bug, not the model: lose this guidance, not the worker's commits
+                logger.exception("guidance failed for %d users; their events are acked without it", len(unacked))
+                self._metrics.scorer_failures.labels("guidance").inc()
+                for queued in unacked:
+                    await acknowledge(queued.pending)
             finally:
                 for queued in batch:
                     if self._queued_at.get(queued.pending.user_id) == queued.prediction.emitted_at:
                         del self._queued_at[queued.pending.user_id]
 
-    async def _guide(self, batch: list[_Queued]) -> None:
+    async def _guide(self, unacked: list[_Queued]) -> None:
+        """Shed the stale users, explain the others in one request, emit their guidance; each user leaves
+        ``unacked`` once its events are acked."""
         read_at = time.time()
         fresh: list[_Queued] = []
-        for q in batch:
+        for q in list(unacked):
             if not stale(q.prediction, read_at, self._settings):
                 fresh.append(q)
                 continue
             self._metrics.guidance_shed.inc()
-            await acknowledge(q.pending)
+            await self._acknowledge(q, unacked)
         if not fresh:
             return
         windows = [q.pending.window for q in fresh]
@@ -148,7 +156,12 @@ class Guide:
             await self._retrying("guidance", partial(self._send, q.pending.user_id.encode(), guidance.to_bytes()))
             self._metrics.guidance.labels(q.action.value).inc()
             self._feed.add_guidance(guidance)
-            await acknowledge(q.pending)
+            await self._acknowledge(q, unacked)
+
+    @staticmethod
+    async def _acknowledge(queued: _Queued, unacked: list[_Queued]) -> None:
+        unacked.remove(queued)
+        await acknowledge(queued.pending)
 
     async def _retrying(self, what: str, step: Callable[[], Awaitable[Any]]) -> Any:
         return await retrying(what, step, self._metrics, stopping=self._stopping)

@@ -25,8 +25,9 @@ WINDOW = [event("1", 1, "i1"), event("2", 2, "i2", EventType.click)]
 class Fakes:
     """Explains windows (optionally failing or waiting for ``gate``), records guidance, cooldown and acks."""
 
-    def __init__(self, fail: bool = False, gate: asyncio.Event | None = None) -> None:
+    def __init__(self, fail: bool = False, gate: asyncio.Event | None = None, garbled: bool = False) -> None:
         self.fail = fail
+        self.garbled = garbled  # an explanation that does not fit its window: a bug, not a model error
         self.gate = gate
         self.explain_calls: list[int] = []
         self.sent: list[dict] = []
@@ -39,7 +40,11 @@ class Fakes:
             await self.gate.wait()
         if self.fail:
             raise ScoringError("the model cannot explain")
-        return [Explained(MODEL, [0.1 * (i + 1) for i in range(len(w))], [f"T{e.item_id}" for e in w]) for w in windows]
+        extra = 1 if self.garbled else 0
+        return [
+            Explained(MODEL, [0.1 * (i + 1) for i in range(len(w) + extra)], [f"T{e.item_id}" for e in w])
+            for w in windows
+        ]
 
     async def send(self, key: bytes, value: bytes) -> None:
         self.sent.append({"_key": key, **orjson.loads(value)})
@@ -52,7 +57,8 @@ class Fakes:
 
     def ack(self, user_id: str) -> Ack:
         async def ack() -> None:
-            assert user_id in {g["user_id"] for g in self.sent} or user_id.startswith("shed"), "acked before guidance"
+            guided = user_id in {g["user_id"] for g in self.sent}
+            assert guided or user_id.startswith("shed") or self.garbled, "acked before guidance"
             self.acked.append(user_id)
 
         return ack
@@ -137,3 +143,15 @@ async def test_a_user_waiting_too_long_or_too_many_waiting_is_shed(late: bool) -
     assert metrics.guidance_shed._value.get() == 1
     assert [g["user_id"] for g in fakes.sent] == ([] if late else ["waiting"])
     assert fakes.acked == (["shed-late"] if late else ["waiting"])
+
+
+async def test_a_bug_loses_the_guidance_but_acks_the_events_once() -> None:
+    fakes, metrics = Fakes(garbled=True), Metrics()
+    guide = _guide(fakes, metrics)
+    await guide.start()
+    assert await guide.offer(*_offer_args(fakes, "u1"))
+    assert await guide.offer(*_offer_args(fakes, "u2"))
+    await guide.stop()
+    assert fakes.sent == []
+    assert sorted(fakes.acked) == ["u1", "u2"], "acked once each: the commits go on"
+    assert metrics.scorer_failures.labels("guidance")._value.get() == 1
