@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from tritonclient.grpc.aio import InferenceServerClient
 
+from recstream.stack import replica_settings, worker_name
 from stream.settings import ENV_FILE, Settings
 
 #: How long each health check may take.
@@ -106,7 +107,7 @@ async def _triton(settings: Settings) -> PartStatus:
     return PartStatus("triton", ready, detail + (f", version {', '.join(versions)}" if versions else ""))
 
 
-def _worker(settings: Settings) -> PartStatus:
+def _worker(settings: Settings, name: str = "worker") -> PartStatus:
     host = "127.0.0.1" if settings.web_host in ("0.0.0.0", "::") else settings.web_host
     base = f"http://{host}:{settings.web_port}"
     try:
@@ -117,7 +118,7 @@ def _worker(settings: Settings) -> PartStatus:
     except urllib.error.HTTPError as exc:
         healthy = False if exc.code == 503 else None
     except OSError as exc:
-        return PartStatus("worker", False, f"{base}: {type(exc).__name__}")
+        return PartStatus(name, False, f"{base}: {type(exc).__name__}")
     lag, versions, predictions = 0.0, set(), 0.0
     for family in text_string_to_metric_families(metrics):
         for sample in family.samples:
@@ -129,10 +130,13 @@ def _worker(settings: Settings) -> PartStatus:
                 predictions = sample.value
     model = f", model version {', '.join(sorted(versions))}" if versions else ""
     detail = f"{base}: {'healthy' if healthy else 'not healthy'}, lag {lag:.0f}, {predictions:.0f} predictions{model}"
-    return PartStatus("worker", bool(healthy), detail)
+    return PartStatus(name, bool(healthy), detail)
 
 
 async def stack_status(settings: Settings) -> list[PartStatus]:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # a refused connection is in the answer, once
     broker, triton = await asyncio.gather(_broker(settings), _triton(settings))
-    return [broker, triton, await asyncio.to_thread(_worker, settings)]
+    workers = [
+        await asyncio.to_thread(_worker, replica_settings(settings, i), worker_name(i)) for i in range(settings.workers)
+    ]
+    return [broker, triton, *workers]
