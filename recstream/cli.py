@@ -21,6 +21,7 @@ from stream.settings import Settings
 from trainer.cli import DatasetName
 from trainer.cli import app as trainer_app
 from trainer.data import DEFAULT_DATASET, MOVIELENS
+from trainer.publish import MODEL_NAME, model_name, versions
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,8 @@ def up(
     dataset: Annotated[
         DatasetName,
         typer.Option(
-            help="the dataset to replay (ml-1m needs a model trained on ML-1M in the repository: its item ids differ)"
+            help="the dataset to replay, served by its own model (ml-1m: recstream-ml-1m, trained with "
+            "`recstream train --dataset ml-1m`; its item ids differ)"
         ),
     ] = DatasetName[DEFAULT_DATASET],
     rate: Annotated[float, typer.Option(help="replay rate, events per second")] = 50.0,
@@ -83,10 +85,25 @@ def up(
     """Start broker, Triton and the worker; replay MovieLens and show predictions and guidance (Ctrl-C stops)."""
     from recstream.stack import run_stack
 
-    _run(
-        ctx,
-        lambda s: run_stack(s, replay=replay, rate=rate, limit=limit, duration_s=duration_s, dataset=dataset.value),
-    )
+    def body(settings: Settings) -> None:
+        name = dataset.value
+        run_stack(serving(settings, name), replay=replay, rate=rate, limit=limit, duration_s=duration_s, dataset=name)
+
+    _run(ctx, body)
+
+
+def serving(settings: Settings, dataset: str) -> Settings:
+    """The settings that serve ``dataset``'s own model (``trainer.publish.model_name``) unless ``--model-name``
+    chose another; a StackError when that model has no published version."""
+    if settings.model_name == MODEL_NAME:
+        settings = settings.model_copy(update={"model_name": model_name(dataset)})
+    folder = settings.model_repository / settings.model_name
+    if not versions(folder):
+        raise StackError(
+            f"no version of model {settings.model_name!r} in {folder}: train one with "
+            f"`recstream train --dataset {dataset}`"
+        )
+    return settings
 
 
 @app.command()

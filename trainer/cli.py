@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from stream.settings import Settings
 from trainer.config import TrainConfig
 from trainer.data import DEFAULT_DATASET, MOVIELENS, TEST, VALID, Dataset, first_users, load_event_log, load_movielens
-from trainer.publish import MODEL_NAME, load_in_triton, publish, versions
+from trainer.publish import load_in_triton, model_folder, model_name, publish, versions
 from trainer.version import METRIC_KEYS, cold_start_section, read_report, write_report
 
 logger = logging.getLogger(__name__)
@@ -153,15 +153,16 @@ def train_command(
         write_report(report_path, report)
     if publish_version:
         settings = _settings(ctx)
-        target = publish(settings.model_repository / MODEL_NAME, lambda out: export_version(model, data, report, out))
+        folder = model_folder(settings.model_repository, report.model)
+        target = publish(folder, lambda out: export_version(model, data, report, out))
         typer.echo(f"published {target}", err=True)
         if load:
-            load_in_triton(settings.triton_url)
+            load_in_triton(settings.triton_url, report.model)
 
 
-def version_dir(repository: Path, version: str) -> Path:
-    """``latest`` or a version number -> its folder."""
-    model_dir = repository / MODEL_NAME
+def version_dir(repository: Path, version: str, dataset: str | None = None) -> Path:
+    """``latest`` or a version number of ``dataset``'s model (``trainer.publish.model_name``) -> its folder."""
+    model_dir = repository / model_name(dataset)
     published = versions(model_dir)
     if version == "latest":
         if not published:
@@ -209,7 +210,7 @@ def evaluate_command(
     _setup_logging()
     from trainer.evaluate import evaluate_version, version_users
 
-    folder = version_dir(_settings(ctx).model_repository, version)
+    folder = version_dir(_settings(ctx).model_repository, version, dataset.value if dataset else None)
     if events:
         data = load_data(events, items, dataset.value if dataset else None)  # with --dataset too: an error
     else:  # the version's own users: a --max-users smoke version is scored on the users it was trained on
@@ -275,7 +276,7 @@ def add_items_command(
     target = add_items_from_file(version_dir(settings.model_repository, version), items_path)
     typer.echo(f"published {target}", err=True)
     if load:
-        load_in_triton(settings.triton_url)
+        load_in_triton(settings.triton_url, target.parent.name)
 
 
 if __name__ == "__main__":

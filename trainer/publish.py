@@ -17,6 +17,29 @@ logger = logging.getLogger(__name__)
 
 MODEL_NAME = "recstream"
 SHARED_MODEL_PY = "../model.py"
+#: What a model folder shares with the default model's (links): the tensors and the backend are defined once.
+SHARED_MODEL_FILES = ("config.pbtxt", "model.py")
+#: The dataset whose versions are the default model's (the others: their own model, item ids differ).
+DEFAULT_MODEL_DATASET = "ml-100k"
+
+
+def model_name(dataset: str | None) -> str:
+    """The Triton model a dataset's versions are published as: ``recstream`` for MovieLens-100K and for event
+    logs (``--events``), ``recstream-<dataset>`` for another named dataset. Datasets have different item ids, so
+    their versions cannot follow one another in one model; the worker picks one with ``settings.model_name``."""
+    return MODEL_NAME if dataset in (None, DEFAULT_MODEL_DATASET) else f"{MODEL_NAME}-{dataset}"
+
+
+def model_folder(repository: Path, name: str) -> Path:
+    """``repository/name``, made on first use as a second model of the same contract: its ``config.pbtxt`` and
+    ``model.py`` are links to the default model's (the config names no model: Triton names it after its folder)."""
+    folder = repository / name
+    if name != MODEL_NAME:
+        folder.mkdir(parents=True, exist_ok=True)
+        for file in SHARED_MODEL_FILES:
+            if not (folder / file).exists():
+                (folder / file).symlink_to(Path("..") / MODEL_NAME / file)
+    return folder
 
 
 def versions(model_dir: Path) -> list[int]:
@@ -51,7 +74,7 @@ def publish(model_dir: Path, build: Callable[[Path], None]) -> Path:
     return target
 
 
-def load_in_triton(triton_url: str, model: str = MODEL_NAME, timeout_s: float = 120) -> None:
+def load_in_triton(triton_url: str, model: str, timeout_s: float = 120) -> None:
     """Ask a running Triton (gRPC ``host:port``, the worker's ``--triton-url``) to (re)load ``model``, so it
     serves the newest version (explicit model control mode); raises InferenceServerException on failure."""
     with InferenceServerClient(triton_url) as client:

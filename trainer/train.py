@@ -21,7 +21,7 @@ from trainer.config import TrainConfig
 from trainer.data import DEFAULT_DATASET, MOVIELENS, ORDER_RULE, TRAIN, VALID, Dataset, default_cache_dir
 from trainer.evaluate import BATCH, TIE_RULE, evaluate, ranking_report
 from trainer.modeling import Batch, Ensemble, RecModel, Recommender
-from trainer.publish import MODEL_NAME
+from trainer.publish import model_name
 from trainer.sequences import Arrays, EvalCases, eval_cases, training_windows
 from trainer.text import TEXT_DIM, TEXT_MODEL, embed_texts
 from trainer.version import METRIC_KEYS, DataSection, MemberRun, Report, TrainingSection
@@ -201,8 +201,9 @@ def train_report(
         seed=cfg.seed,
     )
     logger.info("test metrics: %s", {k: metrics[k] for k in METRIC_KEYS})
+    named = None if events else dataset_name or DEFAULT_DATASET
     report = Report(
-        model=MODEL_NAME,
+        model=model_name(named),
         created_at=time.time(),
         parent_version=None,
         metrics=metrics,
@@ -210,7 +211,7 @@ def train_report(
         seed=cfg.seed,
         text_model=TEXT_MODEL if cfg.use_text else None,
         data=DataSection(
-            dataset=None if events else dataset_name or DEFAULT_DATASET,
+            dataset=named,
             events=data_source(events, dataset_name),
             items=str(items) if items else None,
             max_users=max_users,

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from recstream.cli import serving
+from recstream.errors import StackError
 from recstream.processes import free_ports
 from recstream.stack import settings_env
 from stream.settings import PROJECT_MODEL_REPOSITORY, Settings
@@ -72,3 +74,19 @@ def test_status_names_every_part_that_is_down() -> None:
     lines = result.stdout.splitlines()
     assert [line.split()[:2] for line in lines] == [["down", "broker"], ["down", "triton"], ["down", "worker"]]
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_up_with_a_dataset_serves_its_own_model(tmp_path: Path) -> None:
+    """`recstream up --dataset ml-1m` serves recstream-ml-1m; without a version of it, one error line."""
+    result = recstream("--model-repository", str(tmp_path), "up", "--dataset", "ml-1m", "--no-replay")
+    assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
+    assert result.stderr.strip() == (
+        f"error: no version of model 'recstream-ml-1m' in {tmp_path / 'recstream-ml-1m'}: train one with "
+        "`recstream train --dataset ml-1m`"
+    )
+    (tmp_path / "recstream-ml-1m" / "1").mkdir(parents=True)
+    settings = Settings(model_repository=tmp_path)
+    assert serving(settings, "ml-1m").model_name == "recstream-ml-1m"
+    chosen = settings.model_copy(update={"model_name": "mine"})
+    with pytest.raises(StackError, match="no version of model 'mine'"):
+        serving(chosen, "ml-1m")  # --model-name wins over the dataset's model

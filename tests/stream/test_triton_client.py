@@ -187,7 +187,8 @@ async def test_version_swap_keeps_answering(tmp_path: Path) -> None:
         try:
             await asyncio.sleep(0.5)
             write_version(repository / settings.model_name, "2", seed=1)
-            await asyncio.to_thread(load_in_triton, settings.triton_url)  # what `recstream train --load` does
+            # what `recstream train --load` does
+            await asyncio.to_thread(load_in_triton, settings.triton_url, settings.model_name)
             await asyncio.sleep(0.5)
             stop.set()
             await loop  # raises if any call failed
