@@ -112,7 +112,7 @@ def test_replay_produces_keyed_valid_events_to_the_input_topics(broker: Broker, 
     assert sorted(orjson.loads(r.value)["timestamp"] for r in records) == [10.0, 20.0, 30.0, 40.0]
 
 
-def test_cli_replay_has_a_command_per_dataset_and_up_passes_the_dataset_through(monkeypatch) -> None:
+def test_cli_replay_has_a_command_per_dataset_and_up_passes_the_dataset_through(monkeypatch, tmp_path) -> None:
     from typer.testing import CliRunner
 
     from recstream.cli import app
@@ -131,11 +131,21 @@ def test_cli_replay_has_a_command_per_dataset_and_up_passes_the_dataset_through(
         assert calls.pop() == ("replay", dataset, 0.0, 5)
 
     def fake_run_stack(settings, **options):
-        calls.append(options)
+        calls.append(options | {"model": settings.model_name})
 
     monkeypatch.setattr("recstream.stack.run_stack", fake_run_stack)
-    assert runner.invoke(app, ["up", "--dataset", "ml-1m", "--duration-s", "1"]).exit_code == 0
-    assert calls.pop() == {"replay": True, "rate": 50.0, "limit": None, "duration_s": 1.0, "dataset": "ml-1m"}
-    assert runner.invoke(app, ["up", "--no-replay"]).exit_code == 0
-    assert calls.pop()["dataset"] == "ml-100k"
+    for model in ("recstream", "recstream-ml-1m"):  # a version of each dataset's model
+        (tmp_path / model / "1").mkdir(parents=True)
+    up = ["--model-repository", str(tmp_path), "up"]
+    assert runner.invoke(app, [*up, "--dataset", "ml-1m", "--duration-s", "1"]).exit_code == 0
+    assert calls.pop() == {
+        "replay": True,
+        "rate": 50.0,
+        "limit": None,
+        "duration_s": 1.0,
+        "dataset": "ml-1m",
+        "model": "recstream-ml-1m",
+    }
+    assert runner.invoke(app, [*up, "--no-replay"]).exit_code == 0
+    assert (calls[-1]["dataset"], calls.pop()["model"]) == ("ml-100k", "recstream")
     assert runner.invoke(app, ["up", "--dataset", "ml-20m"]).exit_code != 0
