@@ -56,12 +56,13 @@ class TrainConfig(BaseModel):
     weights: it smooths the step-to-step noise that makes single checkpoints' validation scores jump."""
     window_stride: Count = 5
     """step between the starts of consecutive training windows over a long train sequence."""
-    shuffle_ties: bool = True
-    """in every epoch, put each user's train events that share a timestamp in a new random order: their order in
-    the log is arbitrary (MovieLens stores ratings per second, and 76 % of ML-100K's and 77 % of ML-1M's events
-    share their second with another event of the same user), so the model should not learn it. A training
-    augmentation only: the split, the validation and test inputs and targets follow the order rule of
-    ``trainer.data`` (timestamp, then item id)."""
+    shuffle_ties: bool = False
+    """in every epoch, put each user's train events that share a timestamp in a new random order (MovieLens stores
+    ratings per second: 76 % of ML-100K's and 77 % of ML-1M's events share their second with another event of the
+    same user). A training augmentation only: the split, the validation and test inputs and targets follow the
+    order rule of ``trainer.data`` (timestamp, then item id). Off by default since that rule: it gained 12-15 % on
+    validation when ties kept their file order, and under the rule a single member without it scores test NDCG@10
+    0.0739 against 0.0630 with it (docs/BENCHMARKS.md, "Version 5"); versions 4 and 5 were trained with it on."""
     cold_share: Share = 0.0
     """share of items withheld from training (their train events removed) to measure cold start; the
     published model uses 0 (every item), a companion run with 0.2 measures cold start (``--cold-report``): ~170
