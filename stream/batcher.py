@@ -106,7 +106,40 @@ class Stopping(Exception):
     """A retried step failed while its component stops."""
 
 
-class MicroBatcher:
+class Loop:
+    """A background task fed through ``_changed``: ``start`` runs ``_run``; ``stop`` sets ``_stopping``, wakes
+    the task and waits for it to finish what it has (the batcher and the guide)."""
+
+    name = "loop"
+
+    def __init__(self) -> None:
+        self._changed = asyncio.Condition()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        self._stopping.clear()
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._stopping.set()
+        async with self._changed:
+            self._changed.notify_all()
+        await self._task
+        self._task = None
+
+
+class MicroBatcher(Loop):
+    """Scores pending users in batches (the module docstring); ``stop`` scores what is pending (one attempt),
+    emits the batches in flight, and stops."""
+
+    name = "micro-batcher"
+
     def __init__(
         self,
         score: Score,
@@ -132,23 +165,7 @@ class MicroBatcher:
         self._pending: dict[str, PendingPrediction] = {}
         self._scoring = 0  # batches in score calls now
         self._first_pending_at = 0.0
-        self._changed = asyncio.Condition()
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._stopping.clear()
-        self._task = asyncio.create_task(self._run(), name="micro-batcher")
-
-    async def stop(self) -> None:
-        """Score what is pending (one attempt), emit the batches in flight, and stop."""
-        if self._task is None:
-            return
-        self._stopping.set()
-        async with self._changed:
-            self._changed.notify_all()
-        await self._task
-        self._task = None
+        super().__init__()
 
     async def submit(
         self,

@@ -18,7 +18,6 @@ prediction went out). When the model cannot explain a window, the guidance goes 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from stream.batcher import PendingPrediction, Stopping, acknowledge, retrying
+from stream.batcher import Loop, PendingPrediction, Stopping, acknowledge, retrying
 from stream.live import LiveFeed
 from stream.metrics import Metrics
 from stream.policy import Action, attribution_of, build_guidance, decide, stale
@@ -50,7 +49,12 @@ class _Queued:
     action: Action
 
 
-class Guide:
+class Guide(Loop):
+    """Applies the policy to emitted predictions (the module docstring); ``stop`` guides the queued users (one
+    attempt at explaining them) and stops."""
+
+    name = "guide"
+
     def __init__(
         self,
         settings: Settings,
@@ -70,23 +74,7 @@ class Guide:
         self._feed = feed
         self._queue: list[_Queued] = []
         self._queued_at: dict[str, float] = {}  # user -> emitted_at of the user's queued prediction
-        self._changed = asyncio.Condition()
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._stopping.clear()
-        self._task = asyncio.create_task(self._run(), name="guide")
-
-    async def stop(self) -> None:
-        """Guide the queued users (one attempt at explaining them) and stop."""
-        if self._task is None:
-            return
-        self._stopping.set()
-        async with self._changed:
-            self._changed.notify_all()
-        await self._task
-        self._task = None
+        super().__init__()
 
     async def offer(self, pending: PendingPrediction, prediction: Prediction) -> bool:
         """Decide for the user of an emitted prediction; True when the user will be guided (the guide then acks
