@@ -78,6 +78,12 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
+def _lookup(table: dict[bytes, int], keys: np.ndarray, missing: int) -> np.ndarray:
+    """int64 array of ``table[key]`` for an object array of bytes keys (``missing`` where absent), same shape.
+    One dict lookup per element: faster than np.unique, which sorts the objects with Python comparisons."""
+    return np.array([table.get(key, missing) for key in keys.flat], dtype=np.int64).reshape(keys.shape)
+
+
 class _Parsed(NamedTuple):
     index: int  # of the request in execute's list
     rows: np.ndarray  # int64 [B, L] embedding rows (0 = padding/unknown)
@@ -87,6 +93,23 @@ class _Parsed(NamedTuple):
     exclude: np.ndarray  # int64 [B, E] embedding rows also left out of the top items (0 = none), E >= 0
     outputs: frozenset[str]  # the output names the request asked for
     top_k: int  # top items the request asked for (its "top_k" parameter, at most the config's)
+
+
+def _stack(parsed: list[_Parsed], field: str, width: int, dtype: type, left: bool = True) -> np.ndarray:
+    """One [N, width] array of every request's ``field``, rows in request order, each padded with 0 to
+    ``width`` on the left (windows: newest event last) or on the right. Filled in place: np.pad per request
+    costs ~100 us, most of a small batch's scoring time."""
+    arrays = [getattr(p, field) for p in parsed]
+    out = np.zeros((sum(a.shape[0] for a in arrays), width), dtype=dtype)
+    start = 0
+    for a in arrays:
+        batch, length = a.shape
+        if left:
+            out[start : start + batch, width - length :] = a
+        else:
+            out[start : start + batch, :length] = a
+        start += batch
+    return out
 
 
 class TritonPythonModel:
@@ -147,7 +170,7 @@ class TritonPythonModel:
     def _read(self, index: int, request: Any) -> _Parsed:
         """The arrays of one request, each [B, L], and the outputs it asked for; raises RequestError.
 
-        String tensors arrive as object arrays of bytes; the python work is per distinct id, not per item.
+        String tensors arrive as object arrays of bytes, looked up one dict access per element.
         """
         ids, types, ts = (pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in INPUTS)
         if not ids.shape == types.shape == ts.shape or ids.ndim != 2:
@@ -158,12 +181,8 @@ class TritonPythonModel:
         mask = ids != b""
         if not mask.any(axis=1).all():
             raise RequestError("every row needs at least one event (ITEM_IDS all '' in a row)")
-        unique_ids, inverse = np.unique(ids, return_inverse=True)
-        rows = np.array([self.row_of.get(i, 0) for i in unique_ids], dtype=np.int64)
-        rows = rows[inverse].reshape(ids.shape)
-        unique_types, inverse = np.unique(types, return_inverse=True)
-        codes = np.array([_EVENT_CODES.get(t, -1) for t in unique_types], dtype=np.int64)
-        codes = np.where(mask, codes[inverse].reshape(ids.shape), 0)
+        rows = _lookup(self.row_of, ids, 0)
+        codes = np.where(mask, _lookup(_EVENT_CODES, types, -1), 0)
         if (codes < 0).any():
             bad = sorted({t.decode(errors="replace") for t in types[codes < 0]})
             raise RequestError(f"unknown event type(s) {bad}; expected one of {list(EVENT_TYPES)}")
@@ -177,9 +196,7 @@ class TritonPythonModel:
             excluded_ids = excluded_ids.as_numpy()
             if excluded_ids.ndim != 2 or excluded_ids.shape[0] != ids.shape[0]:
                 raise RequestError(f"{OPTIONAL_EXCLUDE} must be [batch, n]; got {list(excluded_ids.shape)}")
-            unique_ids, inverse = np.unique(excluded_ids, return_inverse=True)
-            exclude = np.array([self.row_of.get(i, 0) for i in unique_ids], dtype=np.int64)[inverse]
-            exclude = exclude.reshape(excluded_ids.shape)  # "" and unknown ids -> 0: nothing to leave out
+            exclude = _lookup(self.row_of, excluded_ids, 0)  # "" and unknown ids -> 0: nothing to leave out
         # Triton fills in every output when the client names none; the fallback only guards that rule
         outputs = frozenset(request.requested_output_names()) or frozenset(OUTPUTS)
         top_k = json.loads(request.parameters() or "{}").get("top_k", self.top_k)
@@ -212,14 +229,10 @@ class TritonPythonModel:
         # Requests of one dynamic batch may differ in window length (ragged batching): left-pad to the longest.
         length = max(p.rows.shape[1] for p in parsed)
 
-        def stack(field: str, dtype: type) -> np.ndarray:
-            arrays = [getattr(p, field) for p in parsed]
-            return np.concatenate([np.pad(a, ((0, 0), (length - a.shape[1], 0))).astype(dtype) for a in arrays])
-
-        rows, codes = stack("rows", np.int64), stack("codes", np.int64)
-        ages, mask = stack("ages", np.float32), stack("mask", bool)
+        rows, codes = _stack(parsed, "rows", length, np.int64), _stack(parsed, "codes", length, np.int64)
+        ages, mask = _stack(parsed, "ages", length, np.float32), _stack(parsed, "mask", length, bool)
         width = max(p.exclude.shape[1] for p in parsed)
-        exclude = np.concatenate([np.pad(p.exclude, ((0, 0), (0, width - p.exclude.shape[1]))) for p in parsed])
+        exclude = _stack(parsed, "exclude", width, np.int64, left=False)
         attribute = np.concatenate([np.full(p.rows.shape[0], "ATTRIBUTION" in p.outputs) for p in parsed])
         outputs = self._score(rows, codes, ages, mask, exclude, attribute)
         start = 0
