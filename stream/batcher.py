@@ -8,8 +8,8 @@ that arrived together are all pending by then); while one is, the batch fills un
 are pending, ``max_wait_ms`` after the first of them arrived, or the scorer goes idle, whichever is first.
 So batches are single users at low rates, and grow with the load.
 
-Pipelining: up to ``max_batches_in_flight`` batches are scored at once, so the next batch fills (and is sent)
-while Triton scores the current one. Batches are *emitted* strictly in the order they were taken, so one
+Pipelining: the next batch fills while Triton scores the current one, and up to ``max_batches_in_flight``
+batches are scored at once (more than one pays where Triton has cores or a GPU of its own). Batches are *emitted* strictly in the order they were taken, so one
 user's predictions still go out in order.
 
 Backpressure: at most ``max_batch_size`` users wait; ``submit`` for another user blocks until a batch takes
@@ -149,7 +149,7 @@ class MicroBatcher(Loop):
         *,
         max_batch_size: int,
         max_wait_ms: float,
-        max_batches_in_flight: int = 2,
+        max_batches_in_flight: int = 1,
         retry_initial_s: float = 0.1,
         retry_max_s: float = 5.0,
     ) -> None:

@@ -131,7 +131,10 @@ class Settings(BaseSettings):
         "(an idle scorer gets the batch at once)",
     )
     max_batches_in_flight: int = Field(
-        2, ge=1, description="batches scored at once: the next one fills while Triton scores the current one"
+        1,
+        ge=1,
+        description="batches scored at once; the next one fills while Triton scores the current one (on a CPU "
+        "shared with Triton, 1 makes fewer, larger requests: docs/BENCHMARKS.md)",
     )
 
     # --- outputs ---

@@ -273,7 +273,9 @@ async def test_next_batch_is_scored_while_one_is_in_flight_and_emission_keeps_or
         return [scored() for _ in windows]
 
     out = Emitted()
-    batcher = MicroBatcher(score, out.emit, out.reject, Metrics(), max_batch_size=2, max_wait_ms=1)
+    batcher = MicroBatcher(
+        score, out.emit, out.reject, Metrics(), max_batch_size=2, max_wait_ms=1, max_batches_in_flight=2
+    )
     await batcher.start()
     await _submit(batcher, out, "u1", "a", 1)
     await _submit(batcher, out, "u2", "b", 1)
@@ -290,6 +292,33 @@ async def test_next_batch_is_scored_while_one_is_in_flight_and_emission_keeps_or
     await batcher.stop()
     assert [p.event_ids for p in out.predictions] == [["a"], ["b"], ["c"]]
     assert all(set(p.stages_ms) == {"ingest", "batch_wait", "triton", "emit"} for p in out.predictions)
+
+
+async def test_with_one_batch_in_flight_the_next_fills_until_the_scorer_answers() -> None:
+    """The default (one batch in flight): users arriving while a batch is scored wait, past max_wait_ms, and
+    go to Triton together in one request as soon as it answers."""
+    gate = asyncio.Event()
+    calls: list[list[str]] = []
+
+    async def score(windows: Sequence[Sequence[WindowEvent]], consumed: Sequence[Sequence[str]]) -> list[Scored]:
+        calls.append([w[-1].event_id for w in windows])
+        if len(calls) == 1:
+            await gate.wait()
+        return [scored() for _ in windows]
+
+    out = Emitted()
+    batcher = MicroBatcher(score, out.emit, out.reject, Metrics(), max_batch_size=8, max_wait_ms=1)
+    await batcher.start()
+    await _submit(batcher, out, "u1", "a", 1)
+    await _until(lambda: calls)
+    for user, event_id in (("u2", "b"), ("u3", "c"), ("u4", "d")):
+        await _submit(batcher, out, user, event_id, 1)
+    await asyncio.sleep(0.05)  # 50x max_wait_ms
+    assert calls == [["a"]], "no second request while the first is being scored"
+    gate.set()
+    await _until(lambda: len(out.predictions) == 4)
+    assert calls == [["a"], ["b", "c", "d"]]
+    await batcher.stop()
 
 
 async def test_a_window_the_model_rejects_is_isolated_and_the_rest_predicted() -> None:
