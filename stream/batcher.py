@@ -9,8 +9,8 @@ are pending, ``max_wait_ms`` after the first of them arrived, or the scorer goes
 So batches are single users at low rates, and grow with the load.
 
 Pipelining: the next batch fills while Triton scores the current one, and up to ``max_batches_in_flight``
-batches are scored at once (more than one pays where Triton has cores or a GPU of its own). Batches are *emitted* strictly in the order they were taken, so one
-user's predictions still go out in order.
+batches are scored at once (more than one pays where Triton has cores or a GPU of its own). Batches are
+*emitted* strictly in the order they were taken, so one user's predictions still go out in order.
 
 Backpressure: at most ``max_batch_size`` users wait; ``submit`` for another user blocks until a batch takes
 some (a user already pending merges without waiting).
