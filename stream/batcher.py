@@ -8,9 +8,10 @@ that arrived together are all pending by then); while one is, the batch fills un
 are pending, ``max_wait_ms`` after the first of them arrived, or the scorer goes idle, whichever is first.
 So batches are single users at low rates, and grow with the load.
 
-Pipelining: the next batch fills while Triton scores the current one, and up to ``max_batches_in_flight``
-batches are scored at once (more than one pays where Triton has cores or a GPU of its own). Batches are
-*emitted* strictly in the order they were taken, so one user's predictions still go out in order.
+Pipelining: the next batch fills while Triton scores the current one, and is scored while the current one is
+emitted; up to ``max_batches_in_flight`` batches are scored at once (more than one pays where Triton has cores
+or a GPU of its own). Batches are *emitted* strictly in the order they were taken, so one user's predictions
+still go out in order.
 
 Backpressure: at most ``max_batch_size`` users wait; ``submit`` for another user blocks until a batch takes
 some (a user already pending merges without waiting).
@@ -159,7 +160,10 @@ class MicroBatcher(Loop):
         self._metrics = metrics
         self._max_batch_size = max_batch_size
         self._max_wait_s = max_wait_ms / 1000
-        self._in_flight = asyncio.Semaphore(max_batches_in_flight)
+        self._in_flight = asyncio.Semaphore(max_batches_in_flight)  # batches in score calls
+        # batches taken and not yet emitted: those scoring, and one emitting (a scored batch frees its scoring
+        # slot at once, so the next is scored while it is emitted)
+        self._unemitted = asyncio.Semaphore(max_batches_in_flight + 1)
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
         self._pending: dict[str, PendingPrediction] = {}
@@ -196,10 +200,12 @@ class MicroBatcher(Loop):
         emitted.set_result(None)
         tasks: set[asyncio.Task[None]] = set()
         while True:
+            await self._unemitted.acquire()
             await self._in_flight.acquire()  # while every slot is busy, the pending set keeps filling
             batch = await self._next_batch()
             if not batch:
                 self._in_flight.release()
+                self._unemitted.release()
                 break
             task = asyncio.create_task(self._process(batch, emitted), name="micro-batch")
             task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved: no "never retrieved"
@@ -239,6 +245,7 @@ class MicroBatcher(Loop):
                 try:
                     results = await self._score_isolating(batch)
                 finally:
+                    self._in_flight.release()
                     async with self._changed:  # a batch filling behind this one may go now
                         self._scoring -= 1
                         self._changed.notify_all()
@@ -260,7 +267,7 @@ class MicroBatcher(Loop):
                 if not kept_acks:
                     await acknowledge(pending)
         finally:
-            self._in_flight.release()
+            self._unemitted.release()
 
     async def _score_isolating(self, batch: list[PendingPrediction]) -> list[Scored | str]:
         """Each pending's result, or the model's error for the windows it rejects (found by halving)."""

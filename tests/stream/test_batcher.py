@@ -321,6 +321,33 @@ async def test_with_one_batch_in_flight_the_next_fills_until_the_scorer_answers(
     await batcher.stop()
 
 
+async def test_the_next_batch_is_scored_while_the_last_is_emitted() -> None:
+    """One batch in flight means one in a score call: a scored batch that is still being emitted (a slow
+    producer) does not hold Triton back, and the batches still go out in order."""
+    scorer = FakeScorer()
+    out = Emitted()
+    producer_free = asyncio.Event()
+    emit = out.emit
+
+    async def slow_emit(pending: PendingPrediction, result: Scored) -> bool:
+        if pending.user_id == "u1":
+            await producer_free.wait()
+        return await emit(pending, result)
+
+    out.emit = slow_emit  # type: ignore[method-assign]
+    batcher = _batcher(scorer, out, max_wait_ms=1, in_flight=1)
+    await batcher.start()
+    await _submit(batcher, out, "u1", "a", 1)
+    await _until(lambda: scorer.calls)
+    await _submit(batcher, out, "u2", "b", 1)
+    await _until(lambda: len(scorer.calls) == 2)  # scored while u1's prediction waits for the producer
+    await asyncio.sleep(0.02)
+    assert out.predictions == [], "u2's batch must not be emitted before u1's"
+    producer_free.set()
+    await batcher.stop()
+    assert [p.event_ids for p in out.predictions] == [["a"], ["b"]]
+
+
 async def test_a_window_the_model_rejects_is_isolated_and_the_rest_predicted() -> None:
     calls: list[int] = []
 
