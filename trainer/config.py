@@ -34,6 +34,9 @@ class TrainConfig(BaseModel):
     """events per window: training windows and the evaluation history are truncated to this."""
     use_text: bool = True
     """add the projected MiniLM embedding of the item text to each item vector (False: id embeddings only)."""
+    use_time: bool = False
+    """add a learned vector of each event's UTC hour of the day and day of the week (``hour``, ``weekday``: the
+    served model derives them from TIMESTAMPS) to its position (False: only the gaps between events)."""
     id_dropout: Annotated[float, Field(ge=0, le=1)] = 0.3
     """in training, the share of items whose id embedding is zeroed per batch, so text alone scores well."""
     action_weight: NonNegative = 0.1

@@ -23,7 +23,6 @@ import orjson
 from stream.schemas import EVENT_TYPES
 from trainer.data import DEFAULT_DATASET, TEST, TRAIN, Catalog, Dataset, with_catalog
 from trainer.sequences import (
-    ENCODER_INPUTS,
     ENCODER_OUTPUTS,
     WINDOW_FIELDS,
     Arrays,
@@ -54,9 +53,10 @@ def onnx_encoder(path: Path, threads: int = 2) -> Encoder:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]  # ENCODER_INPUTS, and TIME_INPUTS for a use_time version
 
     def run(inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        user_vec, action_logits = session.run(list(ENCODER_OUTPUTS), {n: inputs[n] for n in ENCODER_INPUTS})
+        user_vec, action_logits = session.run(list(ENCODER_OUTPUTS), {n: inputs[n] for n in names})
         return user_vec, action_logits
 
     return run
@@ -268,7 +268,7 @@ def occlude(arrays: Arrays, row: int) -> Arrays:
     positions = np.flatnonzero(arrays["attention_mask"][row])
     out = {name: np.repeat(arrays[name][row : row + 1], len(positions), axis=0) for name in WINDOW_FIELDS}
     copies = np.arange(len(positions))
-    for name in ("items", "event_types", "attention_mask"):
+    for name in ("items", "event_types", "attention_mask", "hour", "weekday"):
         out[name][copies, positions] = 0
     out["age_s"][copies, positions] = 0
     return out

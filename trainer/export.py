@@ -13,7 +13,7 @@ import torch
 from trainer.data import TEST, Dataset
 from trainer.evaluate import Encoder, onnx_encoder
 from trainer.modeling import RecModel
-from trainer.sequences import ENCODER_INPUTS, ENCODER_OUTPUTS, encoder_inputs, eval_cases
+from trainer.sequences import ENCODER_OUTPUTS, encoder_input_names, encoder_inputs, eval_cases
 from trainer.text import TEXT_MODEL
 from trainer.version import (
     ENCODER_FILE,
@@ -35,9 +35,11 @@ def torch_encoder(model: RecModel) -> Encoder:
     """The model's sequence encoder as an ``evaluate.Encoder`` (numpy in, numpy out, no gradients): what the
     exported encoder.onnx is checked against."""
 
+    names = encoder_input_names(model.cfg.use_time)
+
     def run(inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
-            user_vec, action_logits = model.encoder(*(torch.from_numpy(inputs[n]) for n in ENCODER_INPUTS))
+            user_vec, action_logits = model.encoder(*(torch.from_numpy(inputs[n]) for n in names))
         return user_vec.numpy(), action_logits.numpy()
 
     return run
@@ -51,10 +53,12 @@ def item_table(model: RecModel) -> np.ndarray:
 
 
 def export_encoder(model: RecModel, path: Path, example: dict[str, np.ndarray]) -> None:
-    """ONNX export of ``model.encoder`` with dynamic batch and window length (TorchScript exporter)."""
+    """ONNX export of ``model.encoder`` with dynamic batch and window length (TorchScript exporter); it takes
+    ``hour`` and ``weekday`` only when trained with ``use_time``."""
     model.eval()
-    args = tuple(torch.from_numpy(example[n]) for n in ENCODER_INPUTS)
-    dynamic = {name: {0: "batch", 1: "window"} for name in ENCODER_INPUTS}
+    names = encoder_input_names(model.cfg.use_time)
+    args = tuple(torch.from_numpy(example[n]) for n in names)
+    dynamic = {name: {0: "batch", 1: "window"} for name in names}
     dynamic |= {name: {0: "batch"} for name in ENCODER_OUTPUTS}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
@@ -64,7 +68,7 @@ def export_encoder(model: RecModel, path: Path, example: dict[str, np.ndarray]) 
             str(path),
             dynamo=False,
             opset_version=OPSET,
-            input_names=list(ENCODER_INPUTS),
+            input_names=list(names),
             output_names=list(ENCODER_OUTPUTS),
             dynamic_axes=dynamic,
         )

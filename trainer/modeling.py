@@ -8,14 +8,17 @@ A batch is a dict of tensors:
     event_types     int64   [B, L]  0 padding, else 1 + index in EVENT_TYPES
     age_s           float32 [B, L]  seconds from the event to the row's newest event (0 for padding)
     attention_mask  int64   [B, L]  1 real event, 0 padding
+    hour            int64   [B, L]  1 + UTC hour of the day of the event (0 padding)
+    weekday         int64   [B, L]  1 + UTC day of the week, Monday = 1 (0 padding)
   for ``loss`` (the next event after every position, 0 = no target there):
     next_items      int64   [B, L]
     next_types      int64   [B, L]
   for ``predict``:
     target_items    int64   [B]
 
-The exported part is ``SequenceEncoder`` (inputs: item vectors, not ids), so new catalogue rows are scored
-without touching it: item scores are ``user_vec @ item_table.T``.
+``hour`` and ``weekday`` are read only by a model trained with ``TrainConfig.use_time`` (its encoder.onnx
+takes them; older versions' do not). The exported part is ``SequenceEncoder`` (inputs: item vectors, not ids),
+so new catalogue rows are scored without touching it: item scores are ``user_vec @ item_table.T``.
 
 Training and evaluation call a model only through ``Recommender`` (RecBole's contract), which ``RecModel`` and
 ``Ensemble`` implement.
@@ -74,6 +77,9 @@ class SequenceEncoder(nn.Module):
         self.max_len = cfg.max_len
         self.type_emb = nn.Embedding(1 + len(EVENT_TYPES), cfg.hidden, padding_idx=0)
         self.gap_emb = nn.Embedding(GAP_BUCKETS, cfg.hidden)
+        # when in the day and the week each event happened (UTC): 0 padding, 1..24 and 1..7
+        self.hour_emb = nn.Embedding(25, cfg.hidden, padding_idx=0) if cfg.use_time else None
+        self.weekday_emb = nn.Embedding(8, cfg.hidden, padding_idx=0) if cfg.use_time else None
         gpt_config = GPT2Config(
             n_embd=cfg.hidden,
             n_layer=cfg.layers,
@@ -96,10 +102,16 @@ class SequenceEncoder(nn.Module):
         event_types: torch.Tensor,  # [B, L]
         age_s: torch.Tensor,  # [B, L]
         attention_mask: torch.Tensor,  # [B, L]
+        hour: torch.Tensor | None = None,  # [B, L]: read only with use_time
+        weekday: torch.Tensor | None = None,  # [B, L]
     ) -> torch.Tensor:  # [B, L', H], L' = min(L, max_len): causal, position t sees events <= t
         item_vecs, event_types = item_vecs[:, -self.max_len :], event_types[:, -self.max_len :]
         age_s, attention_mask = age_s[:, -self.max_len :], attention_mask[:, -self.max_len :]
         x = item_vecs + self.type_emb(event_types) + self.gap_emb(gap_buckets(age_s, attention_mask))  # [B, L', H]
+        if self.hour_emb is not None and self.weekday_emb is not None:
+            if hour is None or weekday is None:
+                raise ValueError("this encoder was trained with use_time: it needs hour and weekday")
+            x = x + self.hour_emb(hour[:, -self.max_len :]) + self.weekday_emb(weekday[:, -self.max_len :])
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # [B, L']: 0 = oldest real event
         out = self.gpt(inputs_embeds=x, attention_mask=attention_mask, position_ids=positions)
         return out.last_hidden_state  # [B, L', H]
@@ -110,8 +122,10 @@ class SequenceEncoder(nn.Module):
         event_types: torch.Tensor,  # [B, L]
         age_s: torch.Tensor,  # [B, L]
         attention_mask: torch.Tensor,  # [B, L]
+        hour: torch.Tensor | None = None,  # [B, L]
+        weekday: torch.Tensor | None = None,  # [B, L]
     ) -> tuple[torch.Tensor, torch.Tensor]:  # user_vec [B, H], action_logits [B, T]
-        hidden = self.hidden_states(item_vecs, event_types, age_s, attention_mask)  # [B, L', H]
+        hidden = self.hidden_states(item_vecs, event_types, age_s, attention_mask, hour, weekday)  # [B, L', H]
         user_vec = newest(hidden, attention_mask[:, -self.max_len :])  # [B, H]
         return user_vec, self.action_head(user_vec)
 
@@ -145,14 +159,16 @@ class ItemTableModel(nn.Module):
     ``item_table`` and ``encoder``: the encoder reads the window's item vectors, and an item's score is the user
     vector @ its row, exactly what the served encoder.onnx and item_embeddings.npy compute."""
 
-    encoder: nn.Module  # (item_vecs [B, L, D], event_types, age_s, attention_mask) -> (user_vec [B, D], [B, T])
+    encoder: nn.Module  # (item_vecs [B, L, D], event_types, age_s, attention_mask, hour, weekday) -> ([B, D], [B, T])
 
     def item_table(self) -> torch.Tensor:  # [N+1, D]; row 0 is zeros
         raise NotImplementedError
 
     def _inputs(self, batch: Batch, table: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The encoder's four inputs: item rows looked up in ``table`` [N+1, D] -> item_vecs [B, L, D]."""
-        return table[batch["items"]], batch["event_types"], batch["age_s"], batch["attention_mask"]
+        """The encoder's inputs: item rows looked up in ``table`` [N+1, D] -> item_vecs [B, L, D]; ``hour`` and
+        ``weekday`` where the batch has them."""
+        fields = (batch.get(name) for name in ("hour", "weekday"))
+        return table[batch["items"]], batch["event_types"], batch["age_s"], batch["attention_mask"], *fields
 
     def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:  # user_vec [B, D], action_logits [B, T]
         return self.encoder(*self._inputs(batch, self.item_table()))
@@ -249,9 +265,12 @@ class EnsembleEncoder(nn.Module):
         event_types: torch.Tensor,  # [B, L]
         age_s: torch.Tensor,  # [B, L]
         attention_mask: torch.Tensor,  # [B, L]
+        hour: torch.Tensor | None = None,  # [B, L]
+        weekday: torch.Tensor | None = None,  # [B, L]
     ) -> tuple[torch.Tensor, torch.Tensor]:  # user_vec [B, K*H], action_logits [B, T]
         chunks = item_vecs.chunk(len(self.members), dim=-1)  # K x [B, L, H]
-        outputs = [m(c, event_types, age_s, attention_mask) for m, c in zip(self.members, chunks, strict=True)]
+        window = (event_types, age_s, attention_mask, hour, weekday)
+        outputs = [m(c, *window) for m, c in zip(self.members, chunks, strict=True)]
         user_vec = torch.cat([u for u, _ in outputs], dim=-1) / len(outputs)  # [B, K*H]
         action_logits = torch.stack([a for _, a in outputs]).mean(0)  # [B, T]
         return user_vec, action_logits

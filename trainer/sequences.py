@@ -10,11 +10,30 @@ from trainer.data import TRAIN, Dataset, UserSequence
 
 Arrays = dict[str, np.ndarray]
 
-#: The encoder.onnx contract (docs/architecture.md), in the order of ``SequenceEncoder.forward``.
+#: The encoder.onnx contract (docs/architecture.md), in the order of ``SequenceEncoder.forward``. A version
+#: trained with ``use_time`` takes ``TIME_INPUTS`` too (:func:`encoder_input_names`); older versions lack them.
 ENCODER_INPUTS = ("item_vecs", "event_types", "age_s", "attention_mask")
+TIME_INPUTS = ("hour", "weekday")
 ENCODER_OUTPUTS = ("user_vec", "action_logits")
 #: The window fields of a batch: ``items`` (catalogue rows) become ``item_vecs`` through the item table.
-WINDOW_FIELDS = ("items", "event_types", "age_s", "attention_mask")
+WINDOW_FIELDS = ("items", "event_types", "age_s", "attention_mask", *TIME_INPUTS)
+
+SECONDS_PER_DAY = 86_400
+
+
+def encoder_input_names(use_time: bool) -> tuple[str, ...]:
+    """The inputs of an encoder trained with or without ``TrainConfig.use_time``, in ``forward``'s order."""
+    return (*ENCODER_INPUTS, *TIME_INPUTS) if use_time else ENCODER_INPUTS
+
+
+def clock(timestamps: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int64 ``hour`` (1 + hour of the day, 1..24) and ``weekday`` (1 + day of the week, Monday = 1), both in
+    UTC, of epoch-second ``timestamps`` [B, L]; 0 where ``mask`` is 0. The served model.py computes the same from
+    its TIMESTAMPS input (a test compares them)."""
+    days = np.floor_divide(timestamps, SECONDS_PER_DAY)
+    hour = 1 + ((timestamps - days * SECONDS_PER_DAY) // 3600).astype(np.int64)
+    weekday = 1 + ((days.astype(np.int64) + 3) % 7)  # 1970-01-01 was a Thursday
+    return hour * mask, weekday * mask
 
 
 def left_pad(rows: list[np.ndarray], length: int, dtype: type) -> np.ndarray:
@@ -27,14 +46,17 @@ def left_pad(rows: list[np.ndarray], length: int, dtype: type) -> np.ndarray:
 
 
 def window_arrays(items: list[np.ndarray], types: list[np.ndarray], times: list[np.ndarray], length: int) -> Arrays:
-    """Model inputs for windows (each oldest first): ``items, event_types, age_s, attention_mask`` [B, L]."""
+    """Model inputs for windows (each oldest first): ``WINDOW_FIELDS`` [B, L]."""
     times_padded = left_pad([t - t[-1] for t in times], length, np.float64)  # [B, L], <= 0
     mask = left_pad([np.ones(len(i), np.int64) for i in items], length, np.int64)
+    hour, weekday = clock(left_pad(times, length, np.float64), mask)
     return {
         "items": left_pad(items, length, np.int64),
         "event_types": left_pad(types, length, np.int64),
         "age_s": (-times_padded * mask).astype(np.float32),
         "attention_mask": mask,
+        "hour": hour,
+        "weekday": weekday,
     }
 
 
@@ -108,6 +130,7 @@ def eval_cases(dataset: Dataset, split: int, max_len: int) -> EvalCases:
 
 
 def encoder_inputs(arrays: Arrays, table: np.ndarray, rows: slice | np.ndarray) -> dict[str, np.ndarray]:
-    """The encoder's inputs for ``rows`` of window ``arrays``: item rows looked up in ``table`` [N+1, H]."""
+    """Every encoder input for ``rows`` of window ``arrays`` (an encoder reads those it takes: names from
+    :func:`encoder_input_names`): item rows looked up in ``table`` [N+1, H]."""
     inputs = {name: arrays[name][rows] for name in WINDOW_FIELDS[1:]}
     return {"item_vecs": table[arrays["items"][rows]], **inputs}

@@ -32,8 +32,12 @@ _PER_RANK = frozenset({"TOP_ITEMS", "TOP_SCORES", "TOP_TITLES"})
 #: Occluded windows per encoder call (memory bound: rows x L x H floats of item vectors).
 _OCCLUSION_ROWS = 2048
 _EVENT_CODES: dict[bytes, int] = {name.encode(): i + 1 for i, name in enumerate(EVENT_TYPES)}
+#: Encoder inputs of a version trained with the time of the events (trainer.config use_time); others lack them.
+TIME_INPUTS = ("hour", "weekday")
+_SECONDS_PER_DAY = 86_400
 
 Providers = list[tuple[str, dict[str, Any]]]
+Clocks = tuple[np.ndarray, np.ndarray]  # hours, weekdays: int64 [N, L] each
 
 
 class RequestError(ValueError):
@@ -78,6 +82,16 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
+def clock(timestamps: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int64 hour (1 + UTC hour of the day) and weekday (1 + UTC day of the week, Monday = 1) of epoch seconds
+    [B, L], 0 where ``mask`` is False: must equal ``trainer.sequences.clock`` (a test checks it)."""
+    safe = np.where(mask, timestamps, 0.0)
+    days = np.floor_divide(safe, _SECONDS_PER_DAY)
+    hour = 1 + ((safe - days * _SECONDS_PER_DAY) // 3600).astype(np.int64)
+    weekday = 1 + ((days.astype(np.int64) + 3) % 7)  # 1970-01-01 was a Thursday
+    return hour * mask, weekday * mask
+
+
 def _lookup(table: dict[bytes, int], keys: np.ndarray, missing: int) -> np.ndarray:
     """int64 array of ``table[key]`` for an object array of bytes keys (``missing`` where absent), same shape.
     One dict lookup per element: faster than np.unique, which sorts the objects with Python comparisons."""
@@ -90,6 +104,8 @@ class _Parsed(NamedTuple):
     codes: np.ndarray  # int64 [B, L] event codes (0 = padding)
     ages: np.ndarray  # float64 [B, L] seconds to the row's newest event
     mask: np.ndarray  # bool [B, L] real events
+    hours: np.ndarray  # int64 [B, L] 1 + UTC hour of the day (0 = padding)
+    weekdays: np.ndarray  # int64 [B, L] 1 + UTC day of the week (0 = padding)
     exclude: np.ndarray  # int64 [B, E] embedding rows also left out of the top items (0 = none), E >= 0
     outputs: frozenset[str]  # the output names the request asked for
     top_k: int  # top items the request asked for (its "top_k" parameter, at most the config's)
@@ -140,6 +156,7 @@ class TritonPythonModel:
         threadpool_limits(limits=self.blas_threads, user_api="blas")  # for the life of this process
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.session = ort.InferenceSession(str(version_dir / "encoder.onnx"), options, providers=providers)
+        self.takes_time = {i.name for i in self.session.get_inputs()} >= set(TIME_INPUTS)
         # onnxruntime falls back to the CPU when CUDA cannot start (say, a missing libcudnn): not on a GPU instance
         if providers[0][0] not in self.session.get_providers():
             raise pb_utils.TritonModelException(
@@ -159,6 +176,7 @@ class TritonPythonModel:
         self.titles = np.array([b"", *((t or "").encode() for t in items["titles"])], dtype=object)
         pb_utils.Logger.log_info(
             f"recstream version {args['model_version']}: {len(ids)} items, H={self.embeddings.shape[1]}, "
+            f"time inputs {self.takes_time}, "
             f"top_k={self.top_k}; instance {args['model_instance_name']} kind {kind} device {device_id}, "
             f"onnxruntime providers {self.session.get_providers()}, "
             f"threads intra {options.intra_op_num_threads} inter {options.inter_op_num_threads} "
@@ -202,7 +220,8 @@ class TritonPythonModel:
         top_k = json.loads(request.parameters() or "{}").get("top_k", self.top_k)
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise RequestError(f"the request parameter top_k must be a positive integer; got {top_k!r}")
-        return _Parsed(index, rows, codes, ages, mask, exclude, outputs, min(top_k, self.top_k))
+        hours, weekdays = clock(ts, mask)
+        return _Parsed(index, rows, codes, ages, mask, hours, weekdays, exclude, outputs, min(top_k, self.top_k))
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses: list[Any] = [None] * len(requests)
@@ -231,10 +250,11 @@ class TritonPythonModel:
 
         rows, codes = _stack(parsed, "rows", length, np.int64), _stack(parsed, "codes", length, np.int64)
         ages, mask = _stack(parsed, "ages", length, np.float32), _stack(parsed, "mask", length, bool)
+        clocks = _stack(parsed, "hours", length, np.int64), _stack(parsed, "weekdays", length, np.int64)
         width = max(p.exclude.shape[1] for p in parsed)
         exclude = _stack(parsed, "exclude", width, np.int64, left=False)
         attribute = np.concatenate([np.full(p.rows.shape[0], "ATTRIBUTION" in p.outputs) for p in parsed])
-        outputs = self._score(rows, codes, ages, mask, exclude, attribute)
+        outputs = self._score(rows, codes, ages, mask, clocks, exclude, attribute)
         start = 0
         for p in parsed:
             batch, width = p.rows.shape
@@ -254,17 +274,17 @@ class TritonPythonModel:
     # --- the model ---------------------------------------------------------------------------------------
 
     def _encode(
-        self, rows: np.ndarray, codes: np.ndarray, ages: np.ndarray, mask: np.ndarray
+        self, rows: np.ndarray, codes: np.ndarray, ages: np.ndarray, mask: np.ndarray, clocks: Clocks
     ) -> tuple[np.ndarray, np.ndarray]:
-        user_vec, action_logits = self.session.run(
-            ["user_vec", "action_logits"],
-            {
-                "item_vecs": self.embeddings[rows],
-                "event_types": codes,
-                "age_s": ages,
-                "attention_mask": mask.astype(np.int64),
-            },
-        )
+        feeds = {
+            "item_vecs": self.embeddings[rows],
+            "event_types": codes,
+            "age_s": ages,
+            "attention_mask": mask.astype(np.int64),
+        }
+        if self.takes_time:
+            feeds |= dict(zip(TIME_INPUTS, clocks, strict=True))
+        user_vec, action_logits = self.session.run(["user_vec", "action_logits"], feeds)
         return user_vec, action_logits
 
     def _score(
@@ -273,13 +293,14 @@ class TritonPythonModel:
         codes: np.ndarray,
         ages: np.ndarray,
         mask: np.ndarray,
+        clocks: Clocks,
         exclude: np.ndarray,
         attribute: np.ndarray,
     ) -> dict[str, np.ndarray]:
         """Every output for every row [N, L], except ATTRIBUTION: computed for the ``attribute`` rows only.
         ``exclude`` [N, E]: more embedding rows per row to leave out of the top items (0 = none)."""
         catalogue = self.embeddings[1:]
-        user_vec, action_logits = self._encode(rows, codes, ages, mask)
+        user_vec, action_logits = self._encode(rows, codes, ages, mask, clocks)
         logits = user_vec @ catalogue.T  # [N, C]
         probs = _softmax(logits)
         # leave out each row's own (known) window items and the items it excludes, then take the top k
@@ -298,7 +319,7 @@ class TritonPythonModel:
             "TOP_SCORES": np.where(excluded, 0.0, top_scores),
             "TOP_TITLES": self.titles[top_rows],
             "NEXT_ACTION": _softmax(action_logits),
-            "ATTRIBUTION": self._attribution(rows, codes, ages, mask, user_vec, top[:, 0], attribute),
+            "ATTRIBUTION": self._attribution(rows, codes, ages, mask, clocks, user_vec, top[:, 0], attribute),
             "INPUT_TITLES": self.titles[np.where(mask, rows, 0)],
         }
 
@@ -308,6 +329,7 @@ class TritonPythonModel:
         codes: np.ndarray,
         ages: np.ndarray,
         mask: np.ndarray,
+        clocks: Clocks,
         user_vec: np.ndarray,
         top1: np.ndarray,
         attribute: np.ndarray,
@@ -335,7 +357,10 @@ class TritonPythonModel:
             # the window without that event: padding is 0 everywhere, ages from the newest remaining event
             kept_ages = np.where(keep, ages[cr], np.inf)
             kept_ages = np.where(keep, kept_ages - kept_ages.min(axis=1, keepdims=True), 0.0)
-            occluded_vec, _ = self._encode(np.where(keep, rows[cr], 0), np.where(keep, codes[cr], 0), kept_ages, keep)
+            kept_clocks = (np.where(keep, clocks[0][cr], 0), np.where(keep, clocks[1][cr], 0))
+            occluded_vec, _ = self._encode(
+                np.where(keep, rows[cr], 0), np.where(keep, codes[cr], 0), kept_ages, keep, kept_clocks
+            )
             attribution[cr, cpos] = full_logit[cr] - (occluded_vec * top_vecs[cr]).sum(axis=1)
         single = attribute & (counts == 1)
         attribution[single] = np.where(mask[single], full_logit[single, None], 0.0)

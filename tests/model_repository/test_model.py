@@ -14,12 +14,15 @@ import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
+from hypothesis import given
+from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
 from stream.schemas import EVENT_TYPES
 from stream.settings import Settings
 from tests.model_repository.backend import load_model_module
-from tests.model_repository.tiny_version import MODEL_DIR, item_ids, serve
+from tests.model_repository.tiny_version import MODEL_DIR, build_repository, item_ids, serve
+from trainer.sequences import clock
 
 pytestmark = pytest.mark.integration
 
@@ -102,15 +105,16 @@ class Reference:
 
     def encode(self, rows: list[int], codes: list[int], stamps: list[float]) -> tuple[np.ndarray, np.ndarray]:
         ages = max(stamps) - np.array(stamps)
-        user_vec, logits = self.session.run(
-            None,
-            {
-                "item_vecs": self.embeddings[rows][None],
-                "event_types": np.array([codes], dtype=np.int64),
-                "age_s": ages[None].astype(np.float32),
-                "attention_mask": np.ones((1, len(rows)), dtype=np.int64),
-            },
-        )
+        mask = np.ones((1, len(rows)), dtype=np.int64)
+        feeds = {
+            "item_vecs": self.embeddings[rows][None],
+            "event_types": np.array([codes], dtype=np.int64),
+            "age_s": ages[None].astype(np.float32),
+            "attention_mask": mask,
+        }
+        if "hour" in {i.name for i in self.session.get_inputs()}:  # the trainer's clock, not model.py's
+            feeds["hour"], feeds["weekday"] = clock(np.array([stamps], dtype=np.float64), mask)
+        user_vec, logits = self.session.run(None, feeds)
         return user_vec[0], logits[0]
 
     def __call__(self, ids: list[str], types: list[str], stamps: list[float]) -> dict:
@@ -170,6 +174,48 @@ def check_row(out: dict[str, np.ndarray], row: int, window: Window, expected: di
     if "INPUT_TITLES" in out:
         length = out["INPUT_TITLES"].shape[1]
         assert [t.decode() for t in out["INPUT_TITLES"][row]] == [""] * (length - n) + expected["titles"]
+
+
+@given(
+    st.lists(st.floats(0, 4e9, allow_nan=False), min_size=1, max_size=20),
+    st.lists(st.booleans(), min_size=20, max_size=20),
+)
+def test_the_served_clock_is_the_trainers(stamps: list[float], mask: list[bool]) -> None:
+    """model.py cannot import trainer.sequences: its hour and weekday of a timestamp must be the trainer's."""
+    times, keep = np.array([stamps]), np.array([mask[: len(stamps)]])
+    served = load_model_module().clock(times, keep)
+    for ours, theirs in zip(served, clock(times, keep.astype(np.int64)), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    assert served[0][keep].min(initial=1) >= 1 and served[0].max() <= 24 and served[1].max() <= 7
+
+
+def test_the_clock_is_utc_hour_and_weekday() -> None:
+    # 2024-03-04 was a Monday; 13:30 UTC
+    (hour,), (weekday,) = clock(np.array([[1709559000.0, 1709559000.0 + 6 * 86400]]), np.array([[1, 1]]))
+    assert hour.tolist() == [14, 14] and weekday.tolist() == [1, 7]
+
+
+@pytest.fixture(scope="module")
+def timed_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """The real tritonserver serving a tiny version whose encoder takes hour and weekday (use_time)."""
+    repository = build_repository(tmp_path_factory.mktemp("timed_repository"), seed=3, use_time=True)
+    with serve(repository, tmp_path_factory.mktemp("timed_triton")) as settings:
+        yield settings
+
+
+def test_a_version_with_time_inputs_gets_the_hour_and_weekday_of_every_event(timed_triton: Settings) -> None:
+    reference = Reference(timed_triton.model_repository / timed_triton.model_name / "1")
+    ids, types = [IDS[3], IDS[4], IDS[8], IDS[9]], ["view", "click", "view", "purchase"]
+    stamps = [T0, T0 + 3 * 3600, T0 + 30 * 3600, T0 + 50 * 3600]
+    windows = [(ids, types, stamps), (ids[:2], types[:2], stamps[:2])]
+    out = infer(timed_triton, *padded(windows, 6))
+    for row, window in enumerate(windows):
+        check_row(out, row, window, reference(*window), reference.titles)
+    week, hours = 7 * 86400.0, 6 * 3600.0
+    same = infer(timed_triton, [ids], [types], [[s + week for s in stamps]])
+    moved = infer(timed_triton, [ids], [types], [[s + hours for s in stamps]])
+    np.testing.assert_allclose(same["TOP_SCORES"][0], out["TOP_SCORES"][0], rtol=1e-5)
+    assert not np.allclose(moved["TOP_SCORES"][0], out["TOP_SCORES"][0], rtol=1e-3), "the hour must matter"
 
 
 def test_event_types_match_the_schema() -> None:

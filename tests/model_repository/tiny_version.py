@@ -1,8 +1,10 @@
 """A tiny but real model version for tests and benchmarks: same files and tensors as a trained one.
 
 The encoder (built with ``onnx.helper``, no torch) weights each window event by
-``type_weight[event_type] * exp(-age_s / 1 day) * attention_mask``; ``user_vec`` is the weighted mean of the
-item vectors and ``action_logits = user_vec @ W``. Usable as a script:
+``type_weight[event_type] * exp(-age_s / 1 day) * attention_mask`` (a ``use_time`` version, like one trained
+with ``TrainConfig.use_time``, also takes ``hour`` and ``weekday`` and multiplies the weight by a positive
+``hour_weight[hour] * weekday_weight[weekday]``); ``user_vec`` is the weighted mean of the item vectors and
+``action_logits = user_vec @ W``. Usable as a script:
 ``python -m tests.model_repository.tiny_version OUT_REPOSITORY`` writes ``OUT_REPOSITORY/recstream/1``.
 """
 
@@ -36,7 +38,7 @@ def item_ids(n_items: int = N_ITEMS) -> list[str]:
     return [f"item-{i:04d}" for i in range(n_items)]
 
 
-def _encoder(rng: np.random.Generator) -> onnx.ModelProto:
+def _encoder(rng: np.random.Generator, use_time: bool = False) -> onnx.ModelProto:
     type_weight = np.array(TYPE_WEIGHT, dtype=np.float32)
     action_w = rng.normal(size=(HIDDEN, 4)).astype(np.float32)
     inits = [
@@ -53,7 +55,7 @@ def _encoder(rng: np.random.Generator) -> onnx.ModelProto:
         helper.make_node("Exp", ["neg_days"], ["decay"]),
         helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
         helper.make_node("Mul", ["tw", "decay"], ["w0"]),
-        helper.make_node("Mul", ["w0", "maskf"], ["w"]),  # [B, L]
+        helper.make_node("Mul", ["w0", "maskf"], ["w" if not use_time else "w_untimed"]),  # [B, L]
         helper.make_node("Unsqueeze", ["w", "last_axis"], ["w3"]),  # [B, L, 1]
         helper.make_node("Mul", ["item_vecs", "w3"], ["weighted"]),
         helper.make_node("ReduceSum", ["weighted", "seq_axis"], ["num"], keepdims=0),  # [B, H]
@@ -62,15 +64,28 @@ def _encoder(rng: np.random.Generator) -> onnx.ModelProto:
         helper.make_node("Div", ["num", "den"], ["user_vec"]),
         helper.make_node("MatMul", ["user_vec", "action_w"], ["action_logits"]),
     ]
+    inputs = [
+        helper.make_tensor_value_info("item_vecs", TensorProto.FLOAT, ["B", "L", HIDDEN]),
+        helper.make_tensor_value_info("event_types", TensorProto.INT64, ["B", "L"]),
+        helper.make_tensor_value_info("age_s", TensorProto.FLOAT, ["B", "L"]),
+        helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["B", "L"]),
+    ]
+    if use_time:
+        hour_weight = np.concatenate([[0.0], rng.uniform(0.2, 5.0, 24)]).astype(np.float32)  # 0: padding
+        weekday_weight = np.concatenate([[0.0], rng.uniform(0.2, 5.0, 7)]).astype(np.float32)
+        inits += [numpy_helper.from_array(hour_weight, "hour_weight")]
+        inits += [numpy_helper.from_array(weekday_weight, "weekday_weight")]
+        inputs += [helper.make_tensor_value_info(n, TensorProto.INT64, ["B", "L"]) for n in ("hour", "weekday")]
+        nodes[6:6] = [  # before the weights are used
+            helper.make_node("Gather", ["hour_weight", "hour"], ["hw"]),
+            helper.make_node("Gather", ["weekday_weight", "weekday"], ["ww"]),
+            helper.make_node("Mul", ["hw", "ww"], ["clock_w"]),
+            helper.make_node("Mul", ["w_untimed", "clock_w"], ["w"]),
+        ]
     graph = helper.make_graph(
         nodes,
         "tiny_recstream_encoder",
-        [
-            helper.make_tensor_value_info("item_vecs", TensorProto.FLOAT, ["B", "L", HIDDEN]),
-            helper.make_tensor_value_info("event_types", TensorProto.INT64, ["B", "L"]),
-            helper.make_tensor_value_info("age_s", TensorProto.FLOAT, ["B", "L"]),
-            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["B", "L"]),
-        ],
+        inputs,
         [
             helper.make_tensor_value_info("user_vec", TensorProto.FLOAT, ["B", HIDDEN]),
             helper.make_tensor_value_info("action_logits", TensorProto.FLOAT, ["B", 4]),
@@ -83,13 +98,13 @@ def _encoder(rng: np.random.Generator) -> onnx.ModelProto:
     return model
 
 
-def write_version(model_dir: Path, version: str, seed: int = 0) -> Path:
+def write_version(model_dir: Path, version: str, seed: int = 0, use_time: bool = False) -> Path:
     """Publish ``model_dir/version`` atomically: build it under ``.tmp-<version>``, then rename."""
     rng = np.random.default_rng(seed)
     tmp = model_dir / f".tmp-{version}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    onnx.save(_encoder(rng), tmp / "encoder.onnx")
+    onnx.save(_encoder(rng, use_time), tmp / "encoder.onnx")
     embeddings = np.zeros((N_ITEMS + 1, HIDDEN), dtype=np.float32)
     embeddings[1:] = rng.normal(size=(N_ITEMS, HIDDEN))
     np.save(tmp / "item_embeddings.npy", embeddings)
@@ -103,13 +118,13 @@ def write_version(model_dir: Path, version: str, seed: int = 0) -> Path:
     return final
 
 
-def build_repository(root: Path, seed: int = 0) -> Path:
+def build_repository(root: Path, seed: int = 0, use_time: bool = False) -> Path:
     """A model repository ``root/recstream`` with the real config.pbtxt and model.py and a tiny version 1."""
     model_dir = root / "recstream"
     model_dir.mkdir(parents=True)
     shutil.copy(MODEL_DIR / "config.pbtxt", model_dir / "config.pbtxt")
     (model_dir / "model.py").symlink_to(MODEL_DIR / "model.py")
-    write_version(model_dir, "1", seed)
+    write_version(model_dir, "1", seed, use_time)
     return root
 
 

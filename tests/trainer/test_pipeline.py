@@ -16,12 +16,13 @@ from typer.testing import CliRunner, Result
 from recstream.cli import app as recstream_app
 from tests.trainer.conftest import TINY, fake_embed_texts
 from trainer.catalog import add_items
+from trainer.config import TrainConfig
 from trainer.data import TEST, VALID, Catalog
 from trainer.evaluate import case_ranks, evaluate_version, load_version, onnx_encoder
-from trainer.export import export_version, item_table, torch_encoder
+from trainer.export import check_parity, export_encoder, export_version, item_table, torch_encoder
 from trainer.modeling import Ensemble, RecModel
 from trainer.publish import publish, versions
-from trainer.sequences import encoder_inputs, eval_cases
+from trainer.sequences import encoder_input_names, encoder_inputs, eval_cases
 from trainer.train import batched
 from trainer.version import cold_start_section
 
@@ -200,3 +201,27 @@ def test_cli_evaluate_valid_split_scores_the_validation_events(repository: Path,
     assert orjson.loads(result.stdout)["ndcg@10_all"] == pytest.approx(expected["ndcg@10_all"])
     assert expected["cases"] == sum(1 for u in trained.dataset.users if (u.split == VALID).any())
     assert expected["mrr@10_all"] != evaluate_version(repository / "recstream" / "1", trained.dataset)["mrr@10_all"]
+
+
+def test_only_a_use_time_encoder_takes_the_hour_and_weekday(repository: Path, trained, tmp_path: Path) -> None:
+    """A model trained with ``use_time`` exports ``hour`` and ``weekday`` inputs (checked against torch), and
+    they change its user vector; a model without (the default, and versions 4-6) exports the four inputs only."""
+    import onnxruntime as ort
+
+    plain = ort.InferenceSession(str(repository / "recstream" / "1" / "encoder.onnx"))
+    assert tuple(i.name for i in plain.get_inputs()) == encoder_input_names(use_time=False)
+
+    cfg = TrainConfig.model_validate({**TINY.model_dump(), "use_time": True})
+    torch.manual_seed(0)
+    text = fake_embed_texts(trained.dataset.catalog.texts, Path())
+    model = RecModel(cfg, text, np.ones(len(text), dtype=bool)).eval()
+    inputs = encoder_inputs(eval_cases(trained.dataset, TEST, cfg.max_len).arrays, item_table(model), slice(0, 8))
+    path = tmp_path / "encoder.onnx"
+    export_encoder(model, path, inputs)
+    timed = ort.InferenceSession(str(path))
+    assert tuple(i.name for i in timed.get_inputs()) == (*encoder_input_names(use_time=False), "hour", "weekday")
+    assert check_parity(model, path, [inputs]) <= 1e-4
+
+    run = onnx_encoder(path)
+    later = {**inputs, "hour": np.where(inputs["hour"] > 0, inputs["hour"] % 24 + 1, 0)}  # every event 1 h later
+    assert not np.allclose(run(later)[0], run(inputs)[0], atol=1e-4)
