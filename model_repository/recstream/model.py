@@ -37,7 +37,7 @@ TIME_INPUTS = ("hour", "weekday")
 _SECONDS_PER_DAY = 86_400
 
 Providers = list[tuple[str, dict[str, Any]]]
-Clocks = tuple[np.ndarray, np.ndarray]  # hours, weekdays: int64 [N, L] each
+Clocks = tuple[np.ndarray, np.ndarray] | None  # hours, weekdays: int64 [N, L] each; None: the encoder takes none
 
 
 class RequestError(ValueError):
@@ -104,8 +104,7 @@ class _Parsed(NamedTuple):
     codes: np.ndarray  # int64 [B, L] event codes (0 = padding)
     ages: np.ndarray  # float64 [B, L] seconds to the row's newest event
     mask: np.ndarray  # bool [B, L] real events
-    hours: np.ndarray  # int64 [B, L] 1 + UTC hour of the day (0 = padding)
-    weekdays: np.ndarray  # int64 [B, L] 1 + UTC day of the week (0 = padding)
+    stamps: np.ndarray  # float64 [B, L] epoch seconds (the clock of a use_time encoder)
     exclude: np.ndarray  # int64 [B, E] embedding rows also left out of the top items (0 = none), E >= 0
     outputs: frozenset[str]  # the output names the request asked for
     top_k: int  # top items the request asked for (its "top_k" parameter, at most the config's)
@@ -220,8 +219,7 @@ class TritonPythonModel:
         top_k = json.loads(request.parameters() or "{}").get("top_k", self.top_k)
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise RequestError(f"the request parameter top_k must be a positive integer; got {top_k!r}")
-        hours, weekdays = clock(ts, mask)
-        return _Parsed(index, rows, codes, ages, mask, hours, weekdays, exclude, outputs, min(top_k, self.top_k))
+        return _Parsed(index, rows, codes, ages, mask, ts, exclude, outputs, min(top_k, self.top_k))
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses: list[Any] = [None] * len(requests)
@@ -250,7 +248,7 @@ class TritonPythonModel:
 
         rows, codes = _stack(parsed, "rows", length, np.int64), _stack(parsed, "codes", length, np.int64)
         ages, mask = _stack(parsed, "ages", length, np.float32), _stack(parsed, "mask", length, bool)
-        clocks = _stack(parsed, "hours", length, np.int64), _stack(parsed, "weekdays", length, np.int64)
+        clocks = clock(_stack(parsed, "stamps", length, np.float64), mask) if self.takes_time else None
         width = max(p.exclude.shape[1] for p in parsed)
         exclude = _stack(parsed, "exclude", width, np.int64, left=False)
         attribute = np.concatenate([np.full(p.rows.shape[0], "ATTRIBUTION" in p.outputs) for p in parsed])
@@ -282,7 +280,7 @@ class TritonPythonModel:
             "age_s": ages,
             "attention_mask": mask.astype(np.int64),
         }
-        if self.takes_time:
+        if clocks is not None:
             feeds |= dict(zip(TIME_INPUTS, clocks, strict=True))
         user_vec, action_logits = self.session.run(["user_vec", "action_logits"], feeds)
         return user_vec, action_logits
@@ -357,7 +355,7 @@ class TritonPythonModel:
             # the window without that event: padding is 0 everywhere, ages from the newest remaining event
             kept_ages = np.where(keep, ages[cr], np.inf)
             kept_ages = np.where(keep, kept_ages - kept_ages.min(axis=1, keepdims=True), 0.0)
-            kept_clocks = (np.where(keep, clocks[0][cr], 0), np.where(keep, clocks[1][cr], 0))
+            kept_clocks = None if clocks is None else tuple(np.where(keep, c[cr], 0) for c in clocks)
             occluded_vec, _ = self._encode(
                 np.where(keep, rows[cr], 0), np.where(keep, codes[cr], 0), kept_ages, keep, kept_clocks
             )
