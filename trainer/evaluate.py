@@ -268,9 +268,8 @@ def occlude(arrays: Arrays, row: int) -> Arrays:
     positions = np.flatnonzero(arrays["attention_mask"][row])
     out = {name: np.repeat(arrays[name][row : row + 1], len(positions), axis=0) for name in WINDOW_FIELDS}
     copies = np.arange(len(positions))
-    for name in ("items", "event_types", "attention_mask", "hour", "weekday"):
+    for name in WINDOW_FIELDS:  # every field of the event, as padding has it
         out[name][copies, positions] = 0
-    out["age_s"][copies, positions] = 0
     return out
 
 
