@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -115,6 +116,19 @@ async def test_a_batch_is_padded_to_its_longest_window_only(scorer: TritonScorer
     assert_same(alone, beside_long)
 
 
+async def settled_stats(
+    client: aioclient.InferenceServerClient, model: str, successes: int, wait_s: float = 5.0
+) -> dict:
+    """The model's statistics once they count ``successes`` (or ``wait_s`` later): the python backend reports an
+    execution's statistics after its responses have gone, so a read right after the answers can miss them."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        stats = (await client.get_inference_statistics(model, as_json=True))["model_stats"][0]
+        if int(stats["inference_stats"]["success"]["count"]) >= successes or time.monotonic() > deadline:
+            return stats
+        await asyncio.sleep(0.05)
+
+
 async def test_concurrent_calls_are_batched_and_each_gets_its_own_result(
     scorer: TritonScorer, tiny_triton: Settings
 ) -> None:
@@ -124,7 +138,8 @@ async def test_concurrent_calls_are_batched_and_each_gets_its_own_result(
     try:
         before = (await client.get_inference_statistics(tiny_triton.model_name, as_json=True))["model_stats"][0]
         together = await asyncio.gather(*(scorer.score(w) for w in windows))
-        after = (await client.get_inference_statistics(tiny_triton.model_name, as_json=True))["model_stats"][0]
+        expected = int(before["inference_stats"]["success"]["count"]) + len(windows)
+        after = await settled_stats(client, tiny_triton.model_name, expected)
     finally:
         await client.close()
     for single, batched in zip(alone, together, strict=True):
