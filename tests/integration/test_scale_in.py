@@ -64,6 +64,19 @@ def predictions_made(settings: Settings) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("recstream_predictions_total "))
 
 
+async def counted_by(settings: Settings, wanted: float, timeout_s: float) -> bool:
+    """Whether the worker's prediction counter reaches ``wanted`` within ``timeout_s``.
+
+    The counter moves after the prediction is handed to the producer, so a reader can see the message first.
+    """
+    deadline = time.monotonic() + timeout_s
+    while predictions_made(settings) < wanted:
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.1)
+    return True
+
+
 async def send_round(settings: Settings, reader: OutputReader, prefix: str, timeout_s: float) -> None:
     """One event of a new user in each partition; waits until all are predicted."""
     users = one_user_per_partition(settings, prefix)
@@ -93,7 +106,7 @@ async def test_a_clean_stop_hands_its_partitions_to_the_other_worker(scale_setti
         before = predictions_made(first_settings)
         # all four partitions, two of them the stopped worker's, predicted by the one that stayed
         await send_round(first_settings, reader, "after", timeout_s=30)
-        assert predictions_made(first_settings) >= before + first_settings.partitions
+        assert await counted_by(first_settings, before + first_settings.partitions, timeout_s=10)
     finally:
         await reader.close()
         first.stop()

@@ -129,6 +129,20 @@ async def settled_stats(
         await asyncio.sleep(0.05)
 
 
+async def quiet_stats(client: aioclient.InferenceServerClient, model: str, quiet_s: float = 0.5) -> dict:
+    """The model's statistics once they have not moved for ``quiet_s``: every earlier execution counted."""
+    stats = (await client.get_inference_statistics(model, as_json=True))["model_stats"][0]
+    while True:
+        await asyncio.sleep(quiet_s)
+        again = (await client.get_inference_statistics(model, as_json=True))["model_stats"][0]
+        if (
+            again["inference_stats"] == stats["inference_stats"]
+            and again["execution_count"] == stats["execution_count"]
+        ):
+            return again
+        stats = again
+
+
 async def test_concurrent_calls_are_batched_and_each_gets_its_own_result(
     scorer: TritonScorer, tiny_triton: Settings
 ) -> None:
@@ -136,7 +150,7 @@ async def test_concurrent_calls_are_batched_and_each_gets_its_own_result(
     alone = [(await scorer.score(w))[0] for w in windows]
     client = aioclient.InferenceServerClient(tiny_triton.triton_url)
     try:
-        before = (await client.get_inference_statistics(tiny_triton.model_name, as_json=True))["model_stats"][0]
+        before = await quiet_stats(client, tiny_triton.model_name)  # the calls above all counted
         together = await asyncio.gather(*(scorer.score(w) for w in windows))
         expected = int(before["inference_stats"]["success"]["count"]) + len(windows)
         after = await settled_stats(client, tiny_triton.model_name, expected)
