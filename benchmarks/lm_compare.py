@@ -87,7 +87,7 @@ def train_prefixes(
 ) -> dict[str, np.ndarray]:
     """Up to ``per_user`` random train events per user (withheld items skipped) with their history."""
     rng = np.random.default_rng(seed)
-    items, types, times, targets = [], [], [], []
+    items, types, times, contexts, targets = [], [], [], [], []
     for user in dataset.users:
         train = (user.split == TRAIN) & ~withheld[user.items - 1]
         (positions,) = np.nonzero(train[1:])
@@ -95,8 +95,9 @@ def train_prefixes(
             items.append(user.items[:t])
             types.append(user.event_types[:t])
             times.append(user.timestamps[:t])
+            contexts.append(user.context[:t])
             targets.append(user.items[t])
-    arrays = window_arrays(items, types, times, max_len)
+    arrays = window_arrays(items, types, times, contexts, max_len)
     arrays["target_items"] = np.array(targets, dtype=np.int64)
     return arrays
 

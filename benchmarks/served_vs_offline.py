@@ -110,6 +110,7 @@ def _head(user: UserSequence, length: int) -> UserSequence:
         event_types=user.event_types[:length],
         timestamps=user.timestamps[:length],
         split=user.split[:length],
+        context=user.context[:length],
     )
 
 
@@ -119,7 +120,7 @@ def plan_replay(version: PublishedVersion, users: Dataset, split: int, source: s
     cases = eval_cases(users, split, max_len=1)  # only which users, and where each one's history ends
     by_id = {user.user_id: user for user in users.users}
     heads = [_head(by_id[user_id], len(seen)) for user_id, seen in zip(cases.user_ids, cases.seen, strict=True)]
-    history = Dataset(users.catalog, heads)
+    history = replace(users, users=heads)
     events = list(events_in_time_order(history, source))
     logger.info("%d users with a case, %d events to replay", len(history.users), len(events))
     return ReplayPlan(version, users, split, history, events)

@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 def events_in_time_order(dataset: Dataset, source: str) -> Iterator[InputEvent]:
     """Every event of every user, ordered by (timestamp, user_id, item_id) as strings; events equal in all
     three keep the user's own order. ``event_id`` is ``source:user_id:item_id:j``, j the event's position in
-    the user's sequence (so it is unique)."""
+    the user's sequence (so it is unique); ``context`` is the event's context (MovieLens: its user's
+    attributes), absent where it has none."""
     users, item_ids = dataset.users, dataset.catalog.item_ids
     if not users:
         return
@@ -49,6 +50,7 @@ def events_in_time_order(dataset: Dataset, source: str) -> Iterator[InputEvent]:
             event_type=EVENT_TYPES[user.event_types[j] - 1],
             timestamp=ts,
             event_id=f"{source}:{user.user_id}:{item_id}:{j}",
+            context=dataset.context.decode(user.context[j]) or None,
         )
 
 

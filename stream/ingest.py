@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from aiokafka.partitioner import murmur2
 
-from stream.schemas import DeadLetter, InputEvent, KeyedEvent, WindowEvent
+from stream.schemas import DeadLetter, InputEvent, KeyedEvent, WindowEvent, model_context
 
 #: Dead letters keep at most this many bytes of the original value (escaped JSON can be 6x the size).
 MAX_DEAD_LETTER_VALUE_BYTES = 64 * 1024
@@ -47,6 +47,7 @@ def parse_record(
             event_type=event.event_type,
             timestamp=event.timestamp,
             record_ts_ms=record_ts_ms,
+            context=model_context(event.context),
         ),
     )
 

@@ -44,7 +44,9 @@ class InputEvent(_Message):
     timestamp: float = Field(description="epoch seconds; ISO-8601 strings are accepted and converted")
     event_id: str | None = Field(None, min_length=1, max_length=256)
     session_id: str | None = Field(None, max_length=256)
-    context: dict[str, Any] | None = None
+    context: dict[str, Any] | None = Field(
+        None, description="any JSON object; the model reads its short scalar values (model_context)"
+    )
 
     @field_validator("timestamp", mode="before")
     @classmethod
@@ -74,6 +76,35 @@ class InputEvent(_Message):
         return cls.model_validate(orjson.loads(raw))
 
 
+#: Bounds of the context kept with an event (:func:`model_context`).
+CONTEXT_MAX_KEYS = 16
+CONTEXT_MAX_CHARS = 64
+
+
+def model_context(context: dict[str, Any] | None) -> dict[str, str]:
+    """The part of an event's ``context`` a model can read: each value that is a string, a number or a boolean,
+    as text (``true``/``false``, integral numbers without ``.0``: ``25.0`` -> ``25``), keys and texts of at most
+    ``CONTEXT_MAX_CHARS`` characters, the first ``CONTEXT_MAX_KEYS`` keys in string order. Everything else
+    (null, lists, objects, long texts) is allowed in the input and left out here: a version reads the keys and
+    values it was trained with (its ``context.json``) and ignores unknown ones, so this is no error."""
+    kept: dict[str, str] = {}
+    for key in sorted(context or {}):
+        value = context[key]  # type: ignore[index]
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+            text = str(int(value))
+        elif isinstance(value, float | str):
+            text = str(value).strip()
+        else:
+            continue
+        if 0 < len(key) <= CONTEXT_MAX_CHARS and 0 < len(text) <= CONTEXT_MAX_CHARS:
+            kept[key] = text
+            if len(kept) == CONTEXT_MAX_KEYS:
+                break
+    return kept
+
+
 class WindowEvent(_Message):
     """One event as kept in a user's behaviour window (the internal topic carries these too)."""
 
@@ -82,6 +113,9 @@ class WindowEvent(_Message):
     event_type: EventType
     timestamp: float
     record_ts_ms: int = Field(description="Kafka record timestamp of the input event, for latency_ms")
+    context: dict[str, str] = Field(
+        default_factory=dict, description="the input's context as the model reads it (model_context)"
+    )
 
 
 class KeyedEvent(_Message):

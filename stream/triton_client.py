@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
+import orjson
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc.aio import InferenceServerClient, InferResult
 from tritonclient.utils import InferenceServerException
@@ -132,12 +133,16 @@ class TritonScorer:
         ids = np.full((len(windows), length), b"", dtype=object)
         types = np.full((len(windows), length), b"", dtype=object)
         stamps = np.zeros((len(windows), length), dtype=np.float64)
+        contexts = np.full((len(windows), length), b"", dtype=object)
         for row, window in enumerate(windows):
             start = length - len(window)
             ids[row, start:] = [e.item_id.encode() for e in window]
             types[row, start:] = [e.event_type.value.encode() for e in window]
             stamps[row, start:] = [e.timestamp for e in window]
+            contexts[row, start:] = [orjson.dumps(e.context) if e.context else b"" for e in window]
         arrays = [("ITEM_IDS", ids, "BYTES"), ("EVENT_TYPES", types, "BYTES"), ("TIMESTAMPS", stamps, "FP64")]
+        if any(e.context for window in windows for e in window):
+            arrays.append(("CONTEXT", contexts, "BYTES"))
         if any(consumed):
             if len(consumed) != len(windows):
                 raise ValueError(f"{len(consumed)} consumed lists for {len(windows)} windows")

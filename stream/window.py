@@ -44,7 +44,7 @@ class UserWindow:
     consumed: tuple[str, ...] = ()
 
     def to_bytes(self) -> bytes:
-        return _WINDOW.dump_json(self)
+        return _WINDOW.dump_json(self, exclude_defaults=True)  # an event without context stores none
 
     @classmethod
     def from_bytes(cls, value: bytes | None) -> UserWindow:

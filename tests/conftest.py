@@ -43,3 +43,13 @@ def tiny_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     repository = build_repository(tmp_path_factory.mktemp("tiny_repository"))
     with serve(repository, tmp_path_factory.mktemp("triton")) as settings:
         yield settings
+
+
+@pytest.fixture(scope="session")
+def context_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """The real tritonserver serving a tiny version whose encoder takes context (use_context, context.json)."""
+    from tests.model_repository.tiny_version import build_repository, serve
+
+    repository = build_repository(tmp_path_factory.mktemp("context_repository"), seed=4, use_context=True)
+    with serve(repository, tmp_path_factory.mktemp("context_triton")) as settings:
+        yield settings

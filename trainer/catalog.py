@@ -15,6 +15,7 @@ from trainer.data import Catalog, default_cache_dir, read_catalog
 from trainer.publish import publish
 from trainer.text import TEXT_MODEL, embed_texts
 from trainer.version import (
+    CONTEXT_FILE,
     ENCODER_FILE,
     REPORT_FILE,
     TEXT_ADAPTER_FILE,
@@ -53,8 +54,9 @@ def add_items(version_dir: Path, new_items: Catalog, cache_dir: Path | None = No
     )
 
     def build(out: Path) -> None:
-        for name in (ENCODER_FILE, TEXT_ADAPTER_FILE):
-            shutil.copy2(version_dir / name, out / name)
+        for name in (ENCODER_FILE, TEXT_ADAPTER_FILE, CONTEXT_FILE):
+            if name != CONTEXT_FILE or (version_dir / name).exists():  # only a use_context version has one
+                shutil.copy2(version_dir / name, out / name)
         write_item_files(
             out,
             ItemFiles(

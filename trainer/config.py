@@ -37,6 +37,10 @@ class TrainConfig(BaseModel):
     use_time: bool = False
     """add a learned vector of each event's UTC hour of the day and day of the week (``hour``, ``weekday``: the
     served model derives them from TIMESTAMPS) to its position (False: only the gaps between events)."""
+    use_context: bool = False
+    """add a learned vector of each context value an event carries (its ``context``: for MovieLens the user's
+    age group, gender, occupation and zip region; the vocabulary is the version's ``context.json``) to its
+    position; values the version does not know add nothing (False: context is not read)."""
     id_dropout: Annotated[float, Field(ge=0, le=1)] = 0.3
     """in training, the share of items whose id embedding is zeroed per batch, so text alone scores well."""
     action_weight: NonNegative = 0.1

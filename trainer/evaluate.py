@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 
 from stream.schemas import EVENT_TYPES
-from trainer.data import DEFAULT_DATASET, TEST, TRAIN, Catalog, Dataset, with_catalog
+from trainer.data import DEFAULT_DATASET, TEST, TRAIN, Catalog, Dataset, with_catalog, with_context
 from trainer.sequences import (
     ENCODER_OUTPUTS,
     WINDOW_FIELDS,
@@ -30,7 +30,7 @@ from trainer.sequences import (
     encoder_inputs,
     eval_cases,
 )
-from trainer.version import EMBEDDINGS_FILE, ENCODER_FILE, ITEMS_FILE, REPORT_FILE
+from trainer.version import EMBEDDINGS_FILE, ENCODER_FILE, ITEMS_FILE, REPORT_FILE, read_context
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def onnx_encoder(path: Path, threads: int = 2) -> Encoder:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]  # ENCODER_INPUTS, and TIME_INPUTS for a use_time version
+    names = [i.name for i in session.get_inputs()]  # ENCODER_INPUTS, and the optional inputs it was trained with
 
     def run(inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         user_vec, action_logits = session.run(list(ENCODER_OUTPUTS), {n: inputs[n] for n in names})
@@ -364,9 +364,10 @@ def load_version(version_dir: Path, dataset: Dataset, threads: int = 2) -> Publi
     catalog = Catalog(items["item_ids"], items["titles"], texts=items["item_ids"])  # texts are not needed here
     withheld = np.isin(catalog.item_ids, report["data"]["withheld_items"])
     table = np.load(version_dir / EMBEDDINGS_FILE)
-    return PublishedVersion(
-        report, with_catalog(dataset, catalog), withheld, table, onnx_encoder(version_dir / ENCODER_FILE, threads)
-    )
+    dataset = with_catalog(dataset, catalog)
+    if (vocabulary := read_context(version_dir)) is not None:
+        dataset = with_context(dataset, vocabulary)  # the events' context as the version's tokens
+    return PublishedVersion(report, dataset, withheld, table, onnx_encoder(version_dir / ENCODER_FILE, threads))
 
 
 def evaluate_version(

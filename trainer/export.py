@@ -1,5 +1,6 @@
 """Write a servable version folder: encoder.onnx (checked against torch), item_embeddings.npy, items.json,
-the text adapter that ``add-items`` needs, and report.json (their formats: ``trainer.version``)."""
+context.json (a ``use_context`` model's), the text adapter that ``add-items`` needs, and report.json (their
+formats: ``trainer.version``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from trainer.data import TEST, Dataset
 from trainer.evaluate import Encoder, onnx_encoder
@@ -20,6 +22,7 @@ from trainer.version import (
     REPORT_FILE,
     ItemFiles,
     Report,
+    write_context,
     write_item_files,
     write_report,
     write_text_adapter,
@@ -31,15 +34,27 @@ OPSET = 17
 PARITY_ATOL = 1e-4
 
 
+class _Positional(nn.Module):
+    """The encoder with exactly ``names`` as its positional inputs (the exported graph's), passed on by name:
+    ``SequenceEncoder.forward`` has every optional input in its signature, an encoder takes only some."""
+
+    def __init__(self, encoder: nn.Module, names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.encoder, self.names = encoder, names
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(**dict(zip(self.names, inputs, strict=True)))
+
+
 def torch_encoder(model: RecModel) -> Encoder:
     """The model's sequence encoder as an ``evaluate.Encoder`` (numpy in, numpy out, no gradients): what the
     exported encoder.onnx is checked against."""
 
-    names = encoder_input_names(model.cfg.use_time)
+    names = encoder_input_names(model.cfg.use_time, model.cfg.use_context)
 
     def run(inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
-            user_vec, action_logits = model.encoder(*(torch.from_numpy(inputs[n]) for n in names))
+            user_vec, action_logits = model.encoder(**{n: torch.from_numpy(inputs[n]) for n in names})
         return user_vec.numpy(), action_logits.numpy()
 
     return run
@@ -54,16 +69,16 @@ def item_table(model: RecModel) -> np.ndarray:
 
 def export_encoder(model: RecModel, path: Path, example: dict[str, np.ndarray]) -> None:
     """ONNX export of ``model.encoder`` with dynamic batch and window length (TorchScript exporter); it takes
-    ``hour`` and ``weekday`` only when trained with ``use_time``."""
+    ``hour`` and ``weekday`` only when trained with ``use_time``, ``context`` only with ``use_context``."""
     model.eval()
-    names = encoder_input_names(model.cfg.use_time)
+    names = encoder_input_names(model.cfg.use_time, model.cfg.use_context)
     args = tuple(torch.from_numpy(example[n]) for n in names)
     dynamic = {name: {0: "batch", 1: "window"} for name in names}
     dynamic |= {name: {0: "batch"} for name in ENCODER_OUTPUTS}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
         torch.onnx.export(
-            model.encoder,
+            _Positional(model.encoder, names).eval(),  # the exporter puts back the mode it found
             args,
             str(path),
             dynamo=False,
@@ -96,6 +111,8 @@ def export_version(model: RecModel, dataset: Dataset, report: Report, out: Path)
     export_encoder(model, out / ENCODER_FILE, samples[0])
     report = report.model_copy(update={"onnx_parity_max_abs_diff": check_parity(model, out / ENCODER_FILE, samples)})
     write_item_files(out, ItemFiles(table, dataset.catalog.item_ids, dataset.catalog.titles))
+    if model.cfg.use_context:
+        write_context(out, dataset.context)
     new_item_adapter = model.new_item_adapter()
     if new_item_adapter is not None:
         adapter = {name: p.detach().numpy() for name, p in new_item_adapter.named_parameters()}

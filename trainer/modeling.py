@@ -1,7 +1,7 @@
 """The recommender: item vectors (id embedding + projected item text) fed to a causal GPT-2 encoder.
 
 Shapes: B users (rows), L window positions (left-padded, newest event at L-1), H hidden size,
-N catalogue items (item row 0 is padding / unknown), T = len(EVENT_TYPES) = 4 next-action classes.
+N catalogue items (item row 0 is padding / unknown), T = len(EVENT_TYPES) = 4 next-action classes, C context keys.
 
 A batch is a dict of tensors:
     items           int64   [B, L]  catalogue rows (0 = padding)
@@ -10,15 +10,17 @@ A batch is a dict of tensors:
     attention_mask  int64   [B, L]  1 real event, 0 padding
     hour            int64   [B, L]  1 + UTC hour of the day of the event (0 padding)
     weekday         int64   [B, L]  1 + UTC day of the week, Monday = 1 (0 padding)
+    context         int64   [B, L, C]  the event's token of each of C context keys (0: none or unknown)
   for ``loss`` (the next event after every position, 0 = no target there):
     next_items      int64   [B, L]
     next_types      int64   [B, L]
   for ``predict``:
     target_items    int64   [B]
 
-``hour`` and ``weekday`` are read only by a model trained with ``TrainConfig.use_time`` (its encoder.onnx
-takes them; older versions' do not). The exported part is ``SequenceEncoder`` (inputs: item vectors, not ids),
-so new catalogue rows are scored without touching it: item scores are ``user_vec @ item_table.T``.
+``hour`` and ``weekday`` are read only by a model trained with ``TrainConfig.use_time``, ``context`` only by one
+trained with ``use_context`` (their encoder.onnx takes them; older versions' do not). The exported part is
+``SequenceEncoder`` (inputs: item vectors, not ids), so new catalogue rows are scored without touching it: item
+scores are ``user_vec @ item_table.T``.
 
 Training and evaluation call a model only through ``Recommender`` (RecBole's contract), which ``RecModel`` and
 ``Ensemble`` implement.
@@ -72,7 +74,8 @@ def newest(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor: 
 class SequenceEncoder(nn.Module):
     """Window -> user vector and next-action logits. Exactly the ``encoder.onnx`` contract."""
 
-    def __init__(self, cfg: TrainConfig) -> None:
+    def __init__(self, cfg: TrainConfig, context_tokens: int = 0) -> None:
+        """``context_tokens``: the size of the context vocabulary (``trainer.data.ContextVocabulary.tokens``)."""
         super().__init__()
         self.max_len = cfg.max_len
         self.type_emb = nn.Embedding(1 + len(EVENT_TYPES), cfg.hidden, padding_idx=0)
@@ -80,6 +83,14 @@ class SequenceEncoder(nn.Module):
         # when in the day and the week each event happened (UTC): 0 padding, 1..24 and 1..7
         self.hour_emb = nn.Embedding(25, cfg.hidden, padding_idx=0) if cfg.use_time else None
         self.weekday_emb = nn.Embedding(8, cfg.hidden, padding_idx=0) if cfg.use_time else None
+        # what the event carried (MovieLens: its user's attributes); zero at first, so a token training never
+        # saw adds nothing, as an unknown one (0) does
+        self.context_emb = None
+        if cfg.use_context:
+            if not context_tokens:
+                raise ValueError("use_context needs events with context (the data carries none)")
+            self.context_emb = nn.Embedding(1 + context_tokens, cfg.hidden, padding_idx=0)
+            nn.init.zeros_(self.context_emb.weight)
         gpt_config = GPT2Config(
             n_embd=cfg.hidden,
             n_layer=cfg.layers,
@@ -104,6 +115,7 @@ class SequenceEncoder(nn.Module):
         attention_mask: torch.Tensor,  # [B, L]
         hour: torch.Tensor | None = None,  # [B, L]: read only with use_time
         weekday: torch.Tensor | None = None,  # [B, L]
+        context: torch.Tensor | None = None,  # [B, L, C]: read only with use_context
     ) -> torch.Tensor:  # [B, L', H], L' = min(L, max_len): causal, position t sees events <= t
         item_vecs, event_types = item_vecs[:, -self.max_len :], event_types[:, -self.max_len :]
         age_s, attention_mask = age_s[:, -self.max_len :], attention_mask[:, -self.max_len :]
@@ -112,6 +124,10 @@ class SequenceEncoder(nn.Module):
             if hour is None or weekday is None:
                 raise ValueError("this encoder was trained with use_time: it needs hour and weekday")
             x = x + self.hour_emb(hour[:, -self.max_len :]) + self.weekday_emb(weekday[:, -self.max_len :])
+        if self.context_emb is not None:
+            if context is None:
+                raise ValueError("this encoder was trained with use_context: it needs context")
+            x = x + self.context_emb(context[:, -self.max_len :]).sum(-2)  # [B, L', C, H] -> [B, L', H]
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # [B, L']: 0 = oldest real event
         out = self.gpt(inputs_embeds=x, attention_mask=attention_mask, position_ids=positions)
         return out.last_hidden_state  # [B, L', H]
@@ -124,8 +140,9 @@ class SequenceEncoder(nn.Module):
         attention_mask: torch.Tensor,  # [B, L]
         hour: torch.Tensor | None = None,  # [B, L]
         weekday: torch.Tensor | None = None,  # [B, L]
+        context: torch.Tensor | None = None,  # [B, L, C]
     ) -> tuple[torch.Tensor, torch.Tensor]:  # user_vec [B, H], action_logits [B, T]
-        hidden = self.hidden_states(item_vecs, event_types, age_s, attention_mask, hour, weekday)  # [B, L', H]
+        hidden = self.hidden_states(item_vecs, event_types, age_s, attention_mask, hour, weekday, context)
         user_vec = newest(hidden, attention_mask[:, -self.max_len :])  # [B, H]
         return user_vec, self.action_head(user_vec)
 
@@ -159,15 +176,16 @@ class ItemTableModel(nn.Module):
     ``item_table`` and ``encoder``: the encoder reads the window's item vectors, and an item's score is the user
     vector @ its row, exactly what the served encoder.onnx and item_embeddings.npy compute."""
 
-    encoder: nn.Module  # (item_vecs [B, L, D], event_types, age_s, attention_mask, hour, weekday) -> ([B, D], [B, T])
+    encoder: nn.Module  # (item_vecs [B, L, D], event_types, age_s, attention_mask, hour, weekday, context)
+    #                      -> ([B, D], [B, T])
 
     def item_table(self) -> torch.Tensor:  # [N+1, D]; row 0 is zeros
         raise NotImplementedError
 
     def _inputs(self, batch: Batch, table: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The encoder's inputs: item rows looked up in ``table`` [N+1, D] -> item_vecs [B, L, D]; ``hour`` and
-        ``weekday`` where the batch has them."""
-        fields = (batch.get(name) for name in ("hour", "weekday"))
+        """The encoder's inputs: item rows looked up in ``table`` [N+1, D] -> item_vecs [B, L, D]; ``hour``,
+        ``weekday`` and ``context`` where the batch has them."""
+        fields = (batch.get(name) for name in ("hour", "weekday", "context"))
         return table[batch["items"]], batch["event_types"], batch["age_s"], batch["attention_mask"], *fields
 
     def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:  # user_vec [B, D], action_logits [B, T]
@@ -188,12 +206,18 @@ class RecModel(ItemTableModel):
     """Item table + sequence encoder, trained with full-softmax cross-entropy over the catalogue."""
 
     def __init__(
-        self, cfg: TrainConfig, text_vectors: np.ndarray, has_id: np.ndarray, withheld: np.ndarray | None = None
+        self,
+        cfg: TrainConfig,
+        text_vectors: np.ndarray,
+        has_id: np.ndarray,
+        withheld: np.ndarray | None = None,
+        context_tokens: int = 0,
     ) -> None:
         """``text_vectors``: float32 [N, 384] MiniLM embeddings of the item texts; ``has_id``: bool [N],
         the items that get an id embedding (those in the training data; the rest are scored by text only);
         ``withheld``: bool [N], items kept out of training entirely, also as negatives of the training
-        softmax (else training would learn that they never come next)."""
+        softmax (else training would learn that they never come next); ``context_tokens``: the size of the
+        data's context vocabulary (read with ``use_context``)."""
         super().__init__()
         self.cfg = cfg
         num_items = len(has_id)
@@ -209,7 +233,7 @@ class RecModel(ItemTableModel):
         column[trained] = np.arange(len(trained))
         self.register_buffer("softmax_items", torch.from_numpy(trained))  # [N']
         self.register_buffer("softmax_column", torch.from_numpy(column))  # [N]: -1 for withheld items
-        self.encoder = SequenceEncoder(cfg)
+        self.encoder = SequenceEncoder(cfg, context_tokens)
 
     def item_table(self) -> torch.Tensor:  # [N+1, H]; row 0 is zeros
         """Id embedding (where the item has one, else the learned ``unknown_id``) + projected text. In
@@ -267,9 +291,10 @@ class EnsembleEncoder(nn.Module):
         attention_mask: torch.Tensor,  # [B, L]
         hour: torch.Tensor | None = None,  # [B, L]
         weekday: torch.Tensor | None = None,  # [B, L]
+        context: torch.Tensor | None = None,  # [B, L, C]: C context keys
     ) -> tuple[torch.Tensor, torch.Tensor]:  # user_vec [B, K*H], action_logits [B, T]
         chunks = item_vecs.chunk(len(self.members), dim=-1)  # K x [B, L, H]
-        window = (event_types, age_s, attention_mask, hour, weekday)
+        window = (event_types, age_s, attention_mask, hour, weekday, context)
         outputs = [m(c, *window) for m, c in zip(self.members, chunks, strict=True)]
         user_vec = torch.cat([u for u, _ in outputs], dim=-1) / len(outputs)  # [B, K*H]
         action_logits = torch.stack([a for _, a in outputs]).mean(0)  # [B, T]

@@ -11,19 +11,22 @@ from trainer.data import TRAIN, Dataset, UserSequence
 Arrays = dict[str, np.ndarray]
 
 #: The encoder.onnx contract (docs/architecture.md), in the order of ``SequenceEncoder.forward``. A version
-#: trained with ``use_time`` takes ``TIME_INPUTS`` too (:func:`encoder_input_names`); older versions lack them.
+#: trained with ``use_time`` takes ``TIME_INPUTS`` too, one trained with ``use_context`` ``CONTEXT_INPUT``
+#: (:func:`encoder_input_names`); older versions lack them.
 ENCODER_INPUTS = ("item_vecs", "event_types", "age_s", "attention_mask")
 TIME_INPUTS = ("hour", "weekday")
+CONTEXT_INPUT = "context"
 ENCODER_OUTPUTS = ("user_vec", "action_logits")
 #: The window fields of a batch: ``items`` (catalogue rows) become ``item_vecs`` through the item table.
-WINDOW_FIELDS = ("items", "event_types", "age_s", "attention_mask", *TIME_INPUTS)
+WINDOW_FIELDS = ("items", "event_types", "age_s", "attention_mask", *TIME_INPUTS, CONTEXT_INPUT)
 
 SECONDS_PER_DAY = 86_400
 
 
-def encoder_input_names(use_time: bool) -> tuple[str, ...]:
-    """The inputs of an encoder trained with or without ``TrainConfig.use_time``, in ``forward``'s order."""
-    return (*ENCODER_INPUTS, *TIME_INPUTS) if use_time else ENCODER_INPUTS
+def encoder_input_names(use_time: bool, use_context: bool = False) -> tuple[str, ...]:
+    """The inputs of an encoder trained with or without ``TrainConfig.use_time`` and ``use_context``, in
+    ``forward``'s order."""
+    return (*ENCODER_INPUTS, *(TIME_INPUTS if use_time else ()), *((CONTEXT_INPUT,) if use_context else ()))
 
 
 def clock(timestamps: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -36,20 +39,25 @@ def clock(timestamps: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndar
     return hour * mask, weekday * mask
 
 
-def left_pad(rows: list[np.ndarray], length: int, dtype: type) -> np.ndarray:
-    """``[len(rows), length]``: each row's last ``length`` values, right-aligned, zeros before."""
-    out = np.zeros((len(rows), length), dtype=dtype)
+def left_pad(rows: list[np.ndarray], length: int, dtype: type, tail: tuple[int, ...] = ()) -> np.ndarray:
+    """``[len(rows), length, *tail]``: each row's last ``length`` values (each of shape ``tail``), right-aligned,
+    zeros before."""
+    out = np.zeros((len(rows), length, *tail), dtype=dtype)
     for i, row in enumerate(rows):
         tail = row[-length:] if length else row[:0]
         out[i, length - len(tail) :] = tail
     return out
 
 
-def window_arrays(items: list[np.ndarray], types: list[np.ndarray], times: list[np.ndarray], length: int) -> Arrays:
-    """Model inputs for windows (each oldest first): ``WINDOW_FIELDS`` [B, L]."""
+def window_arrays(
+    items: list[np.ndarray], types: list[np.ndarray], times: list[np.ndarray], contexts: list[np.ndarray], length: int
+) -> Arrays:
+    """Model inputs for windows (each oldest first): ``WINDOW_FIELDS`` [B, L], ``context`` [B, L, K] (K context
+    keys; ``contexts`` are each window's [n, K] tokens)."""
     times_padded = left_pad([t - t[-1] for t in times], length, np.float64)  # [B, L], <= 0
     mask = left_pad([np.ones(len(i), np.int64) for i in items], length, np.int64)
     hour, weekday = clock(left_pad(times, length, np.float64), mask)
+    keys = contexts[0].shape[1] if contexts else 0
     return {
         "items": left_pad(items, length, np.int64),
         "event_types": left_pad(types, length, np.int64),
@@ -57,6 +65,7 @@ def window_arrays(items: list[np.ndarray], types: list[np.ndarray], times: list[
         "attention_mask": mask,
         "hour": hour,
         "weekday": weekday,
+        CONTEXT_INPUT: left_pad(contexts, length, np.int64, (keys,)),
     }
 
 
@@ -70,12 +79,13 @@ def training_windows(
     timestamp, then item id). With ``rng`` (``TrainConfig.shuffle_ties``, a training augmentation), events with
     the same timestamp are put in a random order instead: the log's order among them says nothing about the order
     they happened in. Evaluation inputs and targets (:func:`eval_cases`) never shuffle: they follow the rule."""
-    items, types, times, next_items, next_types = [], [], [], [], []
+    items, types, times, contexts, next_items, next_types = [], [], [], [], [], []
     for user in dataset.users:
         (keep,) = np.nonzero((user.split == TRAIN) & ~withheld[user.items - 1])
         if rng is not None:
             keep = keep[np.lexsort((rng.random(len(keep)), user.timestamps[keep]))]
         seq_items, seq_types, seq_times = user.items[keep], user.event_types[keep], user.timestamps[keep]
+        seq_context = user.context[keep]
         n_inputs = len(seq_items) - 1
         if n_inputs < 1:
             continue
@@ -92,9 +102,10 @@ def training_windows(
             items.append(seq_items[start:end])
             types.append(seq_types[start:end])
             times.append(seq_times[start:end])
+            contexts.append(seq_context[start:end])
             next_items.append(targets)
             next_types.append(target_types)
-    arrays = window_arrays(items, types, times, max_len)
+    arrays = window_arrays(items, types, times, contexts, max_len)
     arrays["next_items"] = left_pad(next_items, max_len, np.int64)
     arrays["next_types"] = left_pad(next_types, max_len, np.int64)
     return arrays
@@ -122,6 +133,7 @@ def eval_cases(dataset: Dataset, split: int, max_len: int) -> EvalCases:
         [u.items[:t] for u, t in picked],
         [u.event_types[:t] for u, t in picked],
         [u.timestamps[:t] for u, t in picked],
+        [u.context[:t] for u, t in picked],
         max_len,
     )
     arrays["target_items"] = np.array([u.items[t] for u, t in picked], dtype=np.int64)

@@ -97,7 +97,7 @@ def train(dataset: Dataset, cfg: TrainConfig, cache_dir: Path, member: int = 0) 
         text_vectors = embed_texts(dataset.catalog.texts, cache_dir)
     else:
         text_vectors = np.zeros((num_items, TEXT_DIM), dtype=np.float32)
-    model = RecModel(cfg, text_vectors, has_id, withheld)
+    model = RecModel(cfg, text_vectors, has_id, withheld, dataset.context.tokens)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     n_windows = len(windows["items"])
     logger.info(

