@@ -133,16 +133,14 @@ class TritonScorer:
         ids = np.full((len(windows), length), b"", dtype=object)
         types = np.full((len(windows), length), b"", dtype=object)
         stamps = np.zeros((len(windows), length), dtype=np.float64)
-        contexts = np.full((len(windows), length), b"", dtype=object)
         for row, window in enumerate(windows):
             start = length - len(window)
             ids[row, start:] = [e.item_id.encode() for e in window]
             types[row, start:] = [e.event_type.value.encode() for e in window]
             stamps[row, start:] = [e.timestamp for e in window]
-            contexts[row, start:] = [orjson.dumps(e.context) if e.context else b"" for e in window]
         arrays = [("ITEM_IDS", ids, "BYTES"), ("EVENT_TYPES", types, "BYTES"), ("TIMESTAMPS", stamps, "FP64")]
         if any(e.context for window in windows for e in window):
-            arrays.append(("CONTEXT", contexts, "BYTES"))
+            arrays.append(("CONTEXT", np.array([[row_context(w)] for w in windows], dtype=object), "BYTES"))
         if any(consumed):
             if len(consumed) != len(windows):
                 raise ValueError(f"{len(consumed)} consumed lists for {len(windows)} windows")
@@ -185,6 +183,16 @@ class TritonScorer:
             ) from exc
         self._metrics.triton_request_seconds.labels(kind).observe(time.perf_counter() - started)
         return result
+
+
+def row_context(window: Sequence[WindowEvent]) -> bytes:
+    """A window's CONTEXT: its distinct contexts once each, and each event's index into them (oldest first), so
+    a user whose events all carry the same context costs one object, not one per event; b"" when none has any."""
+    index: dict[tuple[tuple[str, str], ...], int] = {}
+    events = [index.setdefault(tuple(e.context.items()), len(index)) for e in window]
+    if not any(index):
+        return b""
+    return orjson.dumps({"values": [dict(pairs) for pairs in index], "events": events})
 
 
 def _model_of(result: InferResult) -> ModelRef:

@@ -24,7 +24,7 @@ EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase")
 INPUTS = ("ITEM_IDS", "EVENT_TYPES", "TIMESTAMPS")
 #: Optional input: item ids the user already consumed (older than the window too), left out of the top items.
 OPTIONAL_EXCLUDE = "EXCLUDE_IDS"
-#: Optional input: per position, the event's context as a JSON object of strings ("" for none).
+#: Optional input: per row, the events' context ({"values": [objects], "events": [indices]}, "" for none).
 OPTIONAL_CONTEXT = "CONTEXT"
 OUTPUTS = ("TOP_ITEMS", "TOP_SCORES", "TOP_TITLES", "NEXT_ACTION", "ATTRIBUTION", "INPUT_TITLES")
 #: Outputs aligned with the input positions ([B, L]); the others are [B, top_k] or [B, 4].
@@ -248,33 +248,44 @@ class TritonPythonModel:
         return _Parsed(index, rows, codes, ages, mask, ts, context, exclude, outputs, min(top_k, self.top_k))
 
     def _context(self, request: Any, shape: tuple[int, ...]) -> np.ndarray:
-        """int64 [B, L, C]: the context tokens of the request's CONTEXT (zeros without it). Each distinct
-        string is parsed once; keys and values the version does not know, and values that are not strings,
-        are ignored (token 0)."""
+        """int64 [B, L, C]: the context tokens of the request's CONTEXT (zeros without it). Each row's CONTEXT is
+        "" or {"values": [context objects], "events": [index into values per event, oldest first]}, aligned
+        with the row's newest events; keys and values the version does not know, and values that are not
+        strings, are ignored (token 0)."""
         assert self.context_token_of is not None
         tokens = np.zeros((*shape, self.context_keys), dtype=np.int64)
         tensor = pb_utils.get_input_tensor_by_name(request, OPTIONAL_CONTEXT)
         if tensor is None:
             return tokens
         strings = tensor.as_numpy()
-        if strings.shape != shape:
-            raise RequestError(f"{OPTIONAL_CONTEXT} must have ITEM_IDS' shape {list(shape)}; got {list(strings.shape)}")
-        known: dict[bytes, np.ndarray] = {b"": np.zeros(self.context_keys, dtype=np.int64)}
-        for (row, pos), text in np.ndenumerate(strings):
-            if (found := known.get(text)) is None:
-                try:
-                    pairs = json.loads(text)
-                except ValueError as exc:
-                    raise RequestError(f"{OPTIONAL_CONTEXT} must hold JSON objects or ''; got {text[:80]!r}") from exc
-                if not isinstance(pairs, dict):
-                    raise RequestError(f"{OPTIONAL_CONTEXT} must hold JSON objects or ''; got {text[:80]!r}")
-                found = np.zeros(self.context_keys, dtype=np.int64)
-                for key, value in pairs.items():
-                    if isinstance(value, str) and (hit := self.context_token_of.get((key, value))) is not None:
-                        found[hit[0]] = hit[1]
-                known[text] = found
-            tokens[row, pos] = found
+        if strings.shape != (shape[0], 1):
+            raise RequestError(f"{OPTIONAL_CONTEXT} must be [batch, 1], batch {shape[0]}; got {list(strings.shape)}")
+        for row, text in enumerate(strings[:, 0]):
+            if text:
+                values, events = self._row_context(text, shape[1])
+                tokens[row, shape[1] - len(events) :] = values[events]
         return tokens
+
+    def _row_context(self, text: bytes, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """One row's CONTEXT as the tokens of its distinct values [V, C] and each event's index into them."""
+        try:
+            parsed = json.loads(text)
+            values, events = parsed["values"], np.array(parsed["events"], dtype=np.int64)
+            if not all(isinstance(v, dict) for v in values) or events.ndim != 1 or len(events) > length:
+                raise ValueError("values must be objects, events at most one index per event")
+            if len(events) and not 0 <= events.min() <= events.max() < len(values):
+                raise ValueError("an event index outside values")
+        except (ValueError, TypeError, KeyError) as exc:
+            raise RequestError(
+                f'{OPTIONAL_CONTEXT} must be "" or {{"values": [objects], "events": [indices]}} per row: {exc}; '
+                f"got {text[:80]!r}"
+            ) from exc
+        vectors = np.zeros((len(values), self.context_keys), dtype=np.int64)
+        for i, pairs in enumerate(values):
+            for key, value in pairs.items():
+                if isinstance(value, str) and (hit := self.context_token_of.get((key, value))) is not None:
+                    vectors[i, hit[0]] = hit[1]
+        return vectors, events
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses: list[Any] = [None] * len(requests)

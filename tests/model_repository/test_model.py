@@ -246,35 +246,57 @@ def test_the_served_context_tokens_are_the_trainers(values: dict[str, list[str]]
     assert load_model_module().context_token_of(values) == trainer_side
 
 
+def context_row(contexts: list[dict]) -> bytes:
+    """One row's CONTEXT: every event's context listed in ``values`` (the format allows repeats), in order."""
+    return orjson.dumps({"values": contexts, "events": list(range(len(contexts)))})
+
+
 def test_a_version_with_context_reads_the_keys_and_values_it_knows(context_triton: Settings) -> None:
     reference = Reference(context_triton.model_repository / context_triton.model_name / "1")
     ids, types = [IDS[3], IDS[4], IDS[8], IDS[9]], ["view", "click", "view", "purchase"]
     stamps = [T0, T0 + 60, T0 + 120, T0 + 180]
     contexts = [{"device": "tv", "region": "2"}, {"device": "mobile"}, {}, {"region": "1", "colour": "red"}]
     windows = [(ids, types, stamps), (ids[:2], types[:2], stamps[:2])]
-    strings = [[orjson.dumps(c) if c else b"" for c in contexts[: len(w[0])]] for w in windows]
-    out = infer(context_triton, *padded(windows, 6), contexts=[pad(row, 6, b"") for row in strings])
+    rows = [[context_row(contexts[: len(w[0])])] for w in windows]
+    out = infer(context_triton, *padded(windows, 6), contexts=rows)
     for row, window in enumerate(windows):
         check_row(out, row, window, reference(*window, contexts[: len(window[0])]), reference.titles)
+    # the same contexts as distinct values and indices: the same result
+    shared = {"values": [{"device": "mobile"}, {}, {"device": "tv", "region": "2"}], "events": [2, 0]}
+    np.testing.assert_allclose(
+        infer(context_triton, [ids[:2]], [types[:2]], [stamps[:2]], contexts=[[orjson.dumps(shared)]])["TOP_SCORES"][0],
+        out["TOP_SCORES"][1],
+        rtol=1e-5,  # that row was padded to 6 events: float rounding
+    )
 
     # keys and values the version does not know, and values that are not strings, are no context at all
     plain = infer(context_triton, [ids], [types], [stamps])  # no CONTEXT input
     unknown = [{"colour": "red"}, {"device": "fridge"}, {"region": 2}, {"device": ["tv"]}]
-    ignored = infer(context_triton, [ids], [types], [stamps], contexts=[[orjson.dumps(c) for c in unknown]])
+    ignored = infer(context_triton, [ids], [types], [stamps], contexts=[[context_row(unknown)]])
     np.testing.assert_allclose(ignored["TOP_SCORES"][0], plain["TOP_SCORES"][0], rtol=1e-6)
     assert not np.allclose(out["TOP_SCORES"][0], plain["TOP_SCORES"][0], rtol=1e-3), "known context must matter"
 
 
-def test_context_must_be_json_objects(context_triton: Settings) -> None:
-    for bad in (b"not json", b"[1, 2]"):
-        with pytest.raises(InferenceServerException, match="CONTEXT must hold JSON objects"):
-            infer(context_triton, [[IDS[1]]], [["view"]], [[T0]], contexts=[[bad]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"not json",
+        b"[1, 2]",
+        b'{"values": [{}]}',
+        b'{"values": ["tv"], "events": [0]}',
+        b'{"values": [{}], "events": [1]}',  # no value 1
+        b'{"values": [{}], "events": [0, 0]}',  # two events' context for a one-event row
+    ],
+)
+def test_context_in_another_shape_is_an_invalid_argument(context_triton: Settings, bad: bytes) -> None:
+    with pytest.raises(InferenceServerException, match="CONTEXT must be"):
+        infer(context_triton, [[IDS[1]]], [["view"]], [[T0]], contexts=[[bad]])
 
 
 def test_a_version_without_context_ignores_it(tiny_triton: Settings) -> None:
     ids, types, stamps = [IDS[5], IDS[6]], ["view", "click"], [T0, T0 + 5]
     plain = infer(tiny_triton, [ids], [types], [stamps])
-    given_context = infer(tiny_triton, [ids], [types], [stamps], contexts=[[b'{"device":"tv"}', b"not even json"]])
+    given_context = infer(tiny_triton, [ids], [types], [stamps], contexts=[[b"not even json"]])
     np.testing.assert_array_equal(given_context["TOP_SCORES"], plain["TOP_SCORES"])
 
 
