@@ -130,14 +130,14 @@ class _Parsed(NamedTuple):
 
 
 def _stack(parsed: list[_Parsed], field: str, width: int, dtype: type, left: bool = True) -> np.ndarray:
-    """One [N, width] array of every request's ``field``, rows in request order, each padded with 0 to
-    ``width`` on the left (windows: newest event last) or on the right. Filled in place: np.pad per request
+    """One [N, width, ...] array of every request's ``field`` ([B, L, ...]), rows in request order, each padded
+    with 0 to ``width`` on the left (windows: newest event last) or on the right. Filled in place: np.pad per request
     costs ~100 us, most of a small batch's scoring time."""
     arrays = [getattr(p, field) for p in parsed]
-    out = np.zeros((sum(a.shape[0] for a in arrays), width), dtype=dtype)
+    out = np.zeros((sum(a.shape[0] for a in arrays), width, *arrays[0].shape[2:]), dtype=dtype)
     start = 0
     for a in arrays:
-        batch, length = a.shape
+        batch, length = a.shape[:2]
         if left:
             out[start : start + batch, width - length :] = a
         else:
@@ -318,12 +318,7 @@ class TritonPythonModel:
         if self.takes_time:
             extra |= dict(zip(TIME_INPUTS, clock(_stack(parsed, "stamps", length, np.float64), mask), strict=True))
         if self.context_token_of is not None:
-            extra[CONTEXT_INPUT] = np.zeros((len(rows), length, self.context_keys), dtype=np.int64)
-            start = 0
-            for p in parsed:
-                batch, width = p.rows.shape
-                extra[CONTEXT_INPUT][start : start + batch, length - width :] = p.context
-                start += batch
+            extra[CONTEXT_INPUT] = _stack(parsed, "context", length, np.int64)
         width = max(p.exclude.shape[1] for p in parsed)
         exclude = _stack(parsed, "exclude", width, np.int64, left=False)
         attribute = np.concatenate([np.full(p.rows.shape[0], "ATTRIBUTION" in p.outputs) for p in parsed])
