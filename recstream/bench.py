@@ -68,7 +68,8 @@ from stream.names import topic_names
 from stream.schemas import EVENT_TYPES, EventType, InputEvent, ModelRef, Prediction, WindowEvent, WindowSummary
 from stream.settings import Settings
 from stream.triton_client import TritonScorer
-from trainer.version import EMBEDDINGS_FILE, ENCODER_FILE, ITEMS_FILE
+from trainer.sequences import ENCODER_OUTPUTS, Arrays, window_arrays
+from trainer.version import EMBEDDINGS_FILE, ENCODER_FILE, ITEMS_FILE, read_context
 
 logger = logging.getLogger(__name__)
 
@@ -352,16 +353,9 @@ def newest_version(settings: Settings) -> Path:
     return max(versions, key=lambda p: int(p.name))
 
 
-@dataclass(frozen=True)
-class _Arrays:
-    rows: np.ndarray  # int64 [B, L] embedding rows, 0 = padding
-    codes: np.ndarray  # int64 [B, L] 1 + event type index, 0 = padding
-    ages: np.ndarray  # float32 [B, L] seconds to the window's newest event
-    mask: np.ndarray  # bool [B, L]
-
-
 class InProcessModel:
-    """What model.py computes for a prediction (no attribution), in this process."""
+    """What model.py computes for a prediction (no attribution), in this process, for any published version
+    (its encoder's optional inputs, hour/weekday and context, built as training builds them)."""
 
     def __init__(self, settings: Settings) -> None:
         import onnxruntime as ort
@@ -380,6 +374,8 @@ class InProcessModel:
         self.session = ort.InferenceSession(
             str(self.version_dir / ENCODER_FILE), options, providers=["CPUExecutionProvider"]
         )
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.context = read_context(self.version_dir)  # None: the version reads no context
         self.embeddings = np.load(self.version_dir / EMBEDDINGS_FILE).astype(np.float32)
         self.catalogue_t = np.ascontiguousarray(self.embeddings[1:].T)
         items = json.loads((self.version_dir / ITEMS_FILE).read_bytes())
@@ -387,35 +383,28 @@ class InProcessModel:
         self.row_of = {item: row for row, item in enumerate(self.item_ids, start=1)}
         self._codes = {name: i + 1 for i, name in enumerate(EVENT_TYPES)}
 
-    def arrays(self, windows: Sequence[Sequence[WindowEvent]]) -> _Arrays:
-        """Left-padded to the longest window of the batch, as the client and model.py pad."""
-        length = max(len(w) for w in windows)
-        rows = np.zeros((len(windows), length), dtype=np.int64)
-        codes = np.zeros_like(rows)
-        ages = np.zeros((len(windows), length), dtype=np.float32)
-        for r, window in enumerate(windows):
-            start = length - len(window)
-            rows[r, start:] = [self.row_of.get(e.item_id, 0) for e in window]
-            codes[r, start:] = [self._codes[e.event_type.value] for e in window]
-            ages[r, start:] = [window[-1].timestamp - e.timestamp for e in window]
-        return _Arrays(rows, codes, ages, codes > 0)
-
-    def score(self, batch: _Arrays) -> np.ndarray:
-        """Encoder pass, softmax over the catalogue, window items left out, top-k best first: [B, k] item rows."""
-        user_vec, _ = self.session.run(
-            ["user_vec", "action_logits"],
-            {
-                "item_vecs": self.embeddings[batch.rows],
-                "event_types": batch.codes,
-                "age_s": batch.ages,
-                "attention_mask": batch.mask.astype(np.int64),
-            },
+    def arrays(self, windows: Sequence[Sequence[WindowEvent]]) -> Arrays:
+        """``trainer.sequences.window_arrays`` of the windows, left-padded to the longest of the batch, as the
+        client and model.py pad."""
+        no_context = np.zeros((0, 0), dtype=np.int64)
+        return window_arrays(
+            [np.array([self.row_of.get(e.item_id, 0) for e in w], dtype=np.int64) for w in windows],
+            [np.array([self._codes[e.event_type.value] for e in w], dtype=np.int64) for w in windows],
+            [np.array([e.timestamp for e in w], dtype=np.float64) for w in windows],
+            [self.context.encode([e.context for e in w]) if self.context else no_context for w in windows],
+            max(len(w) for w in windows),
         )
+
+    def score(self, batch: Arrays) -> np.ndarray:
+        """Encoder pass, softmax over the catalogue, window items left out, top-k best first: [B, k] item rows."""
+        rows, mask = batch["items"], batch["attention_mask"] > 0
+        inputs = {"item_vecs": self.embeddings[rows], **batch}
+        user_vec, _ = self.session.run(list(ENCODER_OUTPUTS), {name: inputs[name] for name in self.input_names})
         logits = user_vec @ self.catalogue_t
         probs = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)
-        r, pos = np.nonzero(batch.mask & (batch.rows > 0))
-        probs[r, batch.rows[r, pos] - 1] = -1.0
+        r, pos = np.nonzero(mask & (rows > 0))
+        probs[r, rows[r, pos] - 1] = -1.0
         k = min(self.top_k, probs.shape[1])
         top = np.argpartition(-probs, k - 1, axis=1)[:, :k]
         top = np.take_along_axis(top, np.argsort(-np.take_along_axis(probs, top, axis=1), axis=1), axis=1)

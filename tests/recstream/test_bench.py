@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -9,10 +10,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from recstream.bench import BenchOptions, bench_settings, config_parameters
+from recstream.bench import BenchOptions, InProcessModel, bench_settings, config_parameters
+from stream.metrics import Metrics
 from stream.policy import decide
-from stream.schemas import ModelRef, Prediction, ScoredItem, WindowEvent, WindowSummary
+from stream.schemas import EventType, ModelRef, Prediction, ScoredItem, WindowEvent, WindowSummary
 from stream.settings import Settings
+from stream.triton_client import TritonScorer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,6 +51,43 @@ def test_the_ceiling_reads_the_served_session_options() -> None:
     parameters = config_parameters(ROOT / "model_repository" / "recstream" / "config.pbtxt")
     assert int(parameters["intra_op_num_threads"]) >= 0
     assert int(parameters["top_k"]) > 0
+
+
+@pytest.mark.integration
+async def test_the_ceiling_feeds_a_time_and_context_version_as_triton_does(tmp_path: Path) -> None:
+    """A version whose encoder also takes hour, weekday and context (tests/model_repository/tiny_version.py):
+    the in-process ceiling ranks every window as the real Triton serves it."""
+    from tests.model_repository.tiny_version import build_repository, item_ids, serve  # needs onnx (train extra)
+
+    rng = random.Random(3)
+    contexts = [{}, {"device": "tv"}, {"device": "web", "region": "2"}, {"region": "1"}, {"colour": "red"}]
+    windows = [
+        [
+            WindowEvent(
+                event_id=f"w{w}-{i}",
+                item_id=rng.choice(item_ids()),
+                event_type=rng.choice(list(EventType)),
+                timestamp=1_700_000_000.0 + w * 7_000 + i * rng.uniform(60, 20_000),
+                record_ts_ms=0,
+                context=rng.choice(contexts),
+            )
+            for i in range(rng.randint(1, 6))
+        ]
+        for w in range(12)
+    ]
+    repository = build_repository(tmp_path / "repository", seed=2, use_time=True, use_context=True)
+    with serve(repository, tmp_path / "triton") as settings:
+        model = InProcessModel(settings)
+        assert {"hour", "weekday", "context"} <= set(model.input_names)
+        scorer = TritonScorer(settings, Metrics())
+        await scorer.start()
+        try:
+            served = [[item.item_id for item in s.next_items] for s in await scorer.score(windows)]
+        finally:
+            await scorer.stop()
+    local = [[model.item_ids[row - 1] for row in top] for top in model.score(model.arrays(windows))]
+    assert all(s for s in served)
+    assert [top[: len(s)] for top, s in zip(local, served, strict=True)] == served
 
 
 @pytest.mark.integration
