@@ -397,13 +397,13 @@ class InProcessModel:
 
     def score(self, batch: Arrays) -> np.ndarray:
         """Encoder pass, softmax over the catalogue, window items left out, top-k best first: [B, k] item rows."""
-        rows, mask = batch["items"], batch["attention_mask"] > 0
+        rows = batch["items"]  # 0: padding or an item outside the catalogue
         inputs = {"item_vecs": self.embeddings[rows], **batch}
         user_vec, _ = self.session.run(list(ENCODER_OUTPUTS), {name: inputs[name] for name in self.input_names})
         logits = user_vec @ self.catalogue_t
         probs = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)
-        r, pos = np.nonzero(mask & (rows > 0))
+        r, pos = np.nonzero(rows)
         probs[r, rows[r, pos] - 1] = -1.0
         k = min(self.top_k, probs.shape[1])
         top = np.argpartition(-probs, k - 1, axis=1)[:, :k]
