@@ -52,6 +52,10 @@ class TrainConfig(BaseModel):
     """upper bound on epochs; early stopping usually ends training first."""
     patience: Count = 10
     """stop after this many epochs without a better validation NDCG@10."""
+    max_train_min: NonNegative = 0.0
+    """if > 0, stop a member after the first epoch that ends this many minutes or more after its training began
+    (the best validated weights so far are kept): sizes a run to a session, e.g. full MovieLens-1M on 2 CPU
+    cores; 0 = no limit."""
     batch_size: Count = 16
     """training windows per step (each window holds up to ``max_len`` targets)."""
     lr: Annotated[float, Field(gt=0)] = 2e-3

@@ -153,6 +153,9 @@ def train(dataset: Dataset, cfg: TrainConfig, cache_dir: Path, member: int = 0) 
         elif epoch - best_epoch >= cfg.patience:
             logger.info("early stop: no better validation NDCG@10 for %d epochs", cfg.patience)
             break
+        if cfg.max_train_min and time.monotonic() - started >= cfg.max_train_min * 60:
+            logger.info("time limit: %.0f min reached after epoch %d", cfg.max_train_min, epoch)
+            break
     model.load_state_dict(best_state)
     model.eval()
     seconds = time.monotonic() - started

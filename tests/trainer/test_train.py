@@ -35,3 +35,12 @@ def test_ema_keeps_averaged_weights_not_the_raw_ones(runs) -> None:
         if not torch.allclose(a, b)
     ]
     assert different
+
+
+def test_a_time_limit_stops_after_the_epoch_that_reaches_it(tiny_dataset, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("trainer.train.embed_texts", fake_embed_texts)
+    limited = TINY.model_copy(update={"epochs": 4, "patience": 10, "max_train_min": 1e-9})
+    result = train(tiny_dataset, limited, tmp_path)
+    assert (result.epochs_run, result.best_epoch, len(result.history)) == (1, 1, 1)
+    unlimited = train(tiny_dataset, limited.model_copy(update={"max_train_min": 0.0}), tmp_path)
+    assert unlimited.epochs_run == 4
