@@ -19,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
+from recstream.bench import newest_version
 from stream.schemas import EVENT_TYPES
 from stream.settings import Settings
 from tests.model_repository.backend import load_model_module
@@ -482,10 +483,11 @@ async def test_a_bad_request_in_a_dynamic_batch_fails_alone(tiny_triton: Setting
     assert all((r.as_numpy("TOP_ITEMS") == expected).all() for i, r in enumerate(results) if i != 5)
 
 
-@pytest.fixture(scope="module")
-def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """The real tritonserver serving model_repository/ (the trainer's newest version)."""
-    with serve(MODEL_DIR.parent, tmp_path_factory.mktemp("published")) as settings:
+@pytest.fixture(scope="module", params=["recstream", "recstream-ml-1m"])
+def published(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """The real tritonserver serving a shipped model of model_repository/ (its newest version): MovieLens-100K's
+    and MovieLens-1M's (a second model, ``trainer.publish.model_name``: its item ids are titles)."""
+    with serve(MODEL_DIR.parent, tmp_path_factory.mktemp("published"), model_name=request.param) as settings:
         yield settings
 
 
@@ -493,7 +495,7 @@ def test_the_published_version_serves(published: Settings) -> None:
     """The newest version in model_repository/ loads and answers like the plain reference: windows of 50, 7
     and 1 events, as a naive request padded to 50, as predictions padded to the longest window only, and as
     explanations."""
-    newest = max((p for p in MODEL_DIR.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    newest = newest_version(published)
     reference = Reference(newest)
     catalogue = json.loads((newest / "items.json").read_bytes())["item_ids"]
     rng = np.random.default_rng(0)
@@ -536,7 +538,7 @@ def test_predictions_do_not_pay_for_the_attribution(published: Settings) -> None
     """A request without ATTRIBUTION skips the occlusion (one more encoder pass per attributed event): on the
     published version a batch of 64 windows of 50 events answers several times faster than one with it.
     (Triton drops unrequested outputs from the response either way, so only the time shows the skip.)"""
-    newest = max((p for p in MODEL_DIR.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    newest = newest_version(published)
     catalogue = json.loads((newest / "items.json").read_bytes())["item_ids"]
     rng = np.random.default_rng(1)
     windows: list[Window] = [

@@ -1,0 +1,1 @@
+../recstream/model.py
