@@ -31,10 +31,10 @@ import typer
 from torch import nn
 from torch.nn import functional as F
 
-from trainer.data import DEFAULT_DATASET, TEST, TRAIN, Dataset, load_movielens
+from trainer.data import DEFAULT_DATASET, TEST, TRAIN, Dataset, default_cache_dir, load_movielens
 from trainer.evaluate import encode_all, load_version, rank_metrics, target_ranks, version_dataset
 from trainer.sequences import EvalCases, eval_cases, window_arrays
-from trainer.text import MAX_TOKENS, TEXT_MODEL, text_model_path
+from trainer.text import MAX_TOKENS, MINILM
 from trainer.version import read_text_adapter
 
 logger = logging.getLogger(__name__)
@@ -48,8 +48,9 @@ class TextTower(nn.Module):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoModel, AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(text_model_path())
-        lm = AutoModel.from_pretrained(text_model_path()).eval()
+        path = MINILM.locate(default_cache_dir())
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        lm = AutoModel.from_pretrained(path).eval()
         last = lm.encoder.layer[-1]
         captured: list[torch.Tensor] = []
         hook = last.intermediate.register_forward_hook(lambda _m, args, _out: captured.append(args[0]))
@@ -131,7 +132,7 @@ def run(version_dir: Path, steps: int, batch_size: int, negatives: int, per_user
     targets = torch.from_numpy(prefixes["target_items"] - 1)  # [P], 0-based
     cases = eval_cases(dataset, TEST, max_len)
     test_vecs = encode_all(encoder, table, cases.arrays)[0]
-    base = TextTower(texts, read_text_adapter(version_dir, TEXT_MODEL))
+    base = TextTower(texts, read_text_adapter(version_dir, MINILM.name))
     results: dict[str, Any] = {"before": text_only_report(base, test_vecs, cases, table, withheld)}
     for arm in ("frozen", "finetune"):
         tower = copy.deepcopy(base)

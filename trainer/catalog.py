@@ -13,7 +13,7 @@ import numpy as np
 
 from trainer.data import Catalog, default_cache_dir, read_catalog
 from trainer.publish import publish
-from trainer.text import TEXT_MODEL, embed_texts
+from trainer.text import embed_texts, text_model_named
 from trainer.version import (
     CONTEXT_FILE,
     ENCODER_FILE,
@@ -32,9 +32,14 @@ logger = logging.getLogger(__name__)
 
 
 def text_item_vectors(version_dir: Path, texts: list[str], cache_dir: Path) -> np.ndarray:
-    """float32 [n, H]: the version's text adapter applied to the MiniLM embeddings of ``texts``."""
-    adapter = read_text_adapter(version_dir, TEXT_MODEL)
-    return (embed_texts(texts, cache_dir) @ adapter["weight"].T + adapter["bias"]).astype(np.float32)
+    """float32 [n, H]: the version's text adapter applied to the embeddings of ``texts`` by the text model the
+    version was trained with (its report.json's ``text_model``)."""
+    name = read_report(version_dir / REPORT_FILE).text_model
+    if name is None:
+        raise ValueError(f"{version_dir} was trained without item text: cannot embed new items")
+    model = text_model_named(name)
+    adapter = read_text_adapter(version_dir, model.name)
+    return (embed_texts(texts, cache_dir, model) @ adapter["weight"].T + adapter["bias"]).astype(np.float32)
 
 
 def add_items(version_dir: Path, new_items: Catalog, cache_dir: Path | None = None) -> Path:

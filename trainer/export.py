@@ -16,7 +16,7 @@ from trainer.data import TEST, Dataset
 from trainer.evaluate import Encoder, onnx_encoder
 from trainer.modeling import RecModel
 from trainer.sequences import ENCODER_OUTPUTS, encoder_input_names, encoder_inputs, eval_cases
-from trainer.text import TEXT_MODEL
+from trainer.text import TEXT_MODELS
 from trainer.version import (
     ENCODER_FILE,
     REPORT_FILE,
@@ -116,5 +116,5 @@ def export_version(model: RecModel, dataset: Dataset, report: Report, out: Path)
     new_item_adapter = model.new_item_adapter()
     if new_item_adapter is not None:
         adapter = {name: p.detach().numpy() for name, p in new_item_adapter.named_parameters()}
-        write_text_adapter(out, adapter, TEXT_MODEL)
+        write_text_adapter(out, adapter, TEXT_MODELS[model.cfg.text_model].name)
     write_report(out / REPORT_FILE, report)

@@ -40,7 +40,6 @@ from transformers import GPT2Config, GPT2Model
 
 from stream.schemas import EVENT_TYPES
 from trainer.config import TrainConfig
-from trainer.text import TEXT_DIM
 
 Batch = dict[str, torch.Tensor]
 
@@ -213,19 +212,20 @@ class RecModel(ItemTableModel):
         withheld: np.ndarray | None = None,
         context_tokens: int = 0,
     ) -> None:
-        """``text_vectors``: float32 [N, 384] MiniLM embeddings of the item texts; ``has_id``: bool [N],
-        the items that get an id embedding (those in the training data; the rest are scored by text only);
-        ``withheld``: bool [N], items kept out of training entirely, also as negatives of the training
-        softmax (else training would learn that they never come next); ``context_tokens``: the size of the
-        data's context vocabulary (read with ``use_context``)."""
+        """``text_vectors``: float32 [N, D] sentence embeddings of the item texts (``cfg.text_model``'s);
+        ``has_id``: bool [N], the items that get an id embedding (those in the training data; the rest are
+        scored by text only); ``withheld``: bool [N], items kept out of training entirely, also as negatives
+        of the training softmax (else training would learn that they never come next); ``context_tokens``: the
+        size of the data's context vocabulary (read with ``use_context``)."""
         super().__init__()
         self.cfg = cfg
         num_items = len(has_id)
         self.id_emb = nn.Embedding(num_items + 1, cfg.hidden)
         nn.init.normal_(self.id_emb.weight, std=1 / math.sqrt(cfg.hidden))
-        self.text_adapter = nn.Linear(TEXT_DIM, cfg.hidden) if cfg.use_text else None
+        text_dim = text_vectors.shape[1]  # D
+        self.text_adapter = nn.Linear(text_dim, cfg.hidden) if cfg.use_text else None
         self.unknown_id = nn.Parameter(torch.zeros(cfg.hidden))  # [H]: stands in for a missing id embedding
-        self.register_buffer("text", torch.from_numpy(np.vstack([np.zeros((1, TEXT_DIM)), text_vectors])).float())
+        self.register_buffer("text", torch.from_numpy(np.vstack([np.zeros((1, text_dim)), text_vectors])).float())
         self.register_buffer("has_id", torch.from_numpy(np.concatenate([[False], has_id])).float())  # [N+1]
         withheld = np.zeros(num_items, dtype=bool) if withheld is None else withheld
         trained = np.flatnonzero(~withheld)  # the training softmax's columns -> catalogue columns
@@ -250,7 +250,7 @@ class RecModel(ItemTableModel):
         return table
 
     def new_item_adapter(self) -> nn.Linear | None:
-        """MiniLM embedding [.., 384] -> the item row of an item without id embedding [.., H] (text
+        """Text embedding [.., D] -> the item row of an item without id embedding [.., H] (text
         projection + ``unknown_id``): what ``add-items`` appends. None without text."""
         if self.text_adapter is None:
             return None
@@ -322,12 +322,12 @@ class Ensemble(ItemTableModel):
         raise NotImplementedError("an Ensemble is not trained as one: train each member (train_members)")
 
     def new_item_adapter(self) -> nn.Linear | None:
-        """The members' new-item adapters side by side: [.., 384] -> [.., K*H]."""
+        """The members' new-item adapters side by side: [.., D] -> [.., K*H]."""
         adapters = [m.new_item_adapter() for m in self.models]
         if adapters[0] is None:
             return None
-        adapter = nn.Linear(TEXT_DIM, sum(a.out_features for a in adapters))
+        adapter = nn.Linear(adapters[0].in_features, sum(a.out_features for a in adapters))
         with torch.no_grad():
-            adapter.weight.copy_(torch.cat([a.weight for a in adapters]))  # [K*H, 384]
+            adapter.weight.copy_(torch.cat([a.weight for a in adapters]))  # [K*H, D]
             adapter.bias.copy_(torch.cat([a.bias for a in adapters]))  # [K*H]
         return adapter

