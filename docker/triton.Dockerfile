@@ -10,4 +10,6 @@ RUN apt-get update && apt-get install -y --no-install-recommends python3-venv cu
  && /opt/pyenv/bin/pip install --no-cache-dir "numpy==1.26.4" "onnxruntime-gpu==1.20.1" "threadpoolctl==3.8.0" \
  && /opt/pyenv/bin/python -c "import onnxruntime as o; p = o.get_available_providers(); \
 assert 'CUDAExecutionProvider' in p, f'onnxruntime-gpu without CUDA: {p}'"
-CMD ["bash", "-c", "ln -sfn /opt/pyenv /models/recstream/pyenv && exec tritonserver --model-repository=/models --model-control-mode=explicit --load-model=recstream"]
+# the model to serve: recstream (MovieLens-100K and your own events) or recstream-ml-1m (docker-compose.yml passes it)
+ENV RECSTREAM_MODEL_NAME=recstream
+CMD ["bash", "-c", "ln -sfn /opt/pyenv \"/models/$RECSTREAM_MODEL_NAME/pyenv\" && exec tritonserver --model-repository=/models --model-control-mode=explicit \"--load-model=$RECSTREAM_MODEL_NAME\""]

@@ -27,10 +27,12 @@ NON_SETTINGS_ENV = {"RECSTREAM_CACHE_DIR"}
 
 
 def _environment(svc: dict[str, Any]) -> dict[str, str]:
+    """The service's environment as Compose sets it with no variables in the shell: ``${NAME:-default}`` is the
+    default."""
     env = svc.get("environment", {})
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
-    return {key: str(value) for key, value in env.items()}
+    return {key: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value)) for key, value in env.items()}
 
 
 def _bind_sources(svc: dict[str, Any]) -> list[str]:
@@ -149,7 +151,21 @@ def test_triton_serves_the_model_repository_on_a_gpu() -> None:
     assert "./model_repository:/models" in svc["volumes"]
     devices = svc["deploy"]["resources"]["reservations"]["devices"]
     assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] and d.get("count") == 1 for d in devices)
-    assert "curl" in svc["healthcheck"]["test"][-1] and "/v2/models/recstream/ready" in svc["healthcheck"]["test"][-1]
+    assert "curl" in svc["healthcheck"]["test"][-1]
+    assert "/v2/models/$$RECSTREAM_MODEL_NAME/ready" in svc["healthcheck"]["test"][-1]
+
+
+def test_triton_loads_the_model_the_workers_score_with() -> None:
+    """One variable names the model: Triton links its environment into that model's folder and loads it, its
+    health check asks for it, and the workers score with it; by default the shipped ML-100K model."""
+    triton, worker = service("triton")["environment"], service("worker")["environment"]
+    assert triton["RECSTREAM_MODEL_NAME"] == worker["RECSTREAM_MODEL_NAME"] == "${RECSTREAM_MODEL_NAME:-recstream}"
+    dockerfile = (ROOT / "docker" / "triton.Dockerfile").read_text()
+    (cmd,) = re.findall(r"^CMD (.*)$", dockerfile, re.MULTILINE)
+    assert '\\"--load-model=$RECSTREAM_MODEL_NAME\\"' in cmd and '\\"/models/$RECSTREAM_MODEL_NAME/pyenv\\"' in cmd
+    assert "ENV RECSTREAM_MODEL_NAME=recstream\n" in dockerfile
+    for name in ("recstream", "recstream-ml-1m"):
+        assert (ROOT / "model_repository" / name / "config.pbtxt").is_file()
 
 
 def test_kafka_runs_kraft_and_never_auto_creates_topics() -> None:
