@@ -33,8 +33,6 @@ from trainer.data import DEFAULT_DATASET, TEST, VALID, Dataset, load_movielens
 from trainer.evaluate import load_version, popularity, rank_metrics, target_ranks, version_dataset
 from trainer.sequences import EvalCases, eval_cases
 
-logger = logging.getLogger(__name__)
-
 SPLITS = {"test": TEST, "valid": VALID}
 
 
