@@ -35,10 +35,11 @@ class TrainConfig(BaseModel):
     use_text: bool = True
     """add the projected ``text_model`` embedding of the item text to each item vector (False: id embeddings
     only)."""
-    text_model: Literal["all-MiniLM-L6-v2", "all-mpnet-base-v2"] = "all-MiniLM-L6-v2"
-    """the frozen sentence encoder of the item texts (``trainer.text.TEXT_MODELS``): all-MiniLM-L6-v2 (384-d) or
-    all-mpnet-base-v2 (768-d, ~420 MB fetched into the cache on first use); a linear adapter maps its vectors
-    to H and is trained with the recommender."""
+    text_model: Literal["all-MiniLM-L6-v2", "all-mpnet-base-v2", "SmolLM2-135M-Instruct"] = "all-MiniLM-L6-v2"
+    """the frozen encoder of the item texts (``trainer.text.TEXT_MODELS``): the sentence encoders
+    all-MiniLM-L6-v2 (384-d) or all-mpnet-base-v2 (768-d, ~420 MB fetched into the cache on first use), or the
+    decoder LLM SmolLM2-135M-Instruct (576-d mean-pooled hidden states, a 98 MB GGUF file fetched on first use);
+    a linear adapter maps its vectors to H and is trained with the recommender."""
     use_time: bool = False
     """add a learned vector of each event's UTC hour of the day and day of the week (``hour``, ``weekday``: the
     served model derives them from TIMESTAMPS) to its position (False: only the gaps between events)."""

