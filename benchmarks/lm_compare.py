@@ -132,7 +132,7 @@ def run(version_dir: Path, steps: int, batch_size: int, negatives: int, per_user
     targets = torch.from_numpy(prefixes["target_items"] - 1)  # [P], 0-based
     cases = eval_cases(dataset, TEST, max_len)
     test_vecs = encode_all(encoder, table, cases.arrays)[0]
-    base = TextTower(texts, read_text_adapter(version_dir, MINILM.name))
+    base = TextTower(texts, read_text_adapter(version_dir, MINILM.name)[0])
     results: dict[str, Any] = {"before": text_only_report(base, test_vecs, cases, table, withheld)}
     for arm in ("frozen", "finetune"):
         tower = copy.deepcopy(base)

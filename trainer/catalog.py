@@ -33,13 +33,14 @@ logger = logging.getLogger(__name__)
 
 def text_item_vectors(version_dir: Path, texts: list[str], cache_dir: Path) -> np.ndarray:
     """float32 [n, H]: the version's text adapter applied to the embeddings of ``texts`` by the text model the
-    version was trained with (its report.json's ``text_model``)."""
+    version was trained with (its report.json's ``text_model``, with its tuned block if it was fine-tuned)."""
     name = read_report(version_dir / REPORT_FILE).text_model
     if name is None:
         raise ValueError(f"{version_dir} was trained without item text: cannot embed new items")
     model = text_model_named(name)
-    adapter = read_text_adapter(version_dir, model.name)
-    return (embed_texts(texts, cache_dir, model) @ adapter["weight"].T + adapter["bias"]).astype(np.float32)
+    adapter, tuned = read_text_adapter(version_dir, model.name)
+    vectors = embed_texts(texts, cache_dir, model, tuned=tuned)  # [n, D]
+    return (vectors @ adapter["weight"].T + adapter["bias"]).astype(np.float32)
 
 
 def add_items(version_dir: Path, new_items: Catalog, cache_dir: Path | None = None) -> Path:

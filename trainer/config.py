@@ -12,6 +12,7 @@ logger = logging.getLogger(__name__)
 Count = Annotated[int, Field(gt=0)]
 Share = Annotated[float, Field(ge=0, lt=1)]
 NonNegative = Annotated[float, Field(ge=0)]
+DECODERS = frozenset({"SmolLM2-135M-Instruct"})  # text models read as hidden states, with no top to fine-tune
 
 
 class TrainConfig(BaseModel):
@@ -40,6 +41,12 @@ class TrainConfig(BaseModel):
     all-MiniLM-L6-v2 (384-d) or all-mpnet-base-v2 (768-d, ~420 MB fetched into the cache on first use), or the
     decoder LLM SmolLM2-135M-Instruct (576-d mean-pooled hidden states, a 98 MB GGUF file fetched on first use);
     a linear adapter maps its vectors to H and is trained with the recommender."""
+    text_lora_rank: Annotated[int, Field(ge=0)] = 0
+    """if > 0, fine-tune the text model with the recommender (``trainer.text.TunedTextTop``): a LoRA update of
+    this rank of its last feed-forward block's output projection, and that block's LayerNorm, are trained with
+    the recommender's loss, and every item text is re-embedded through them at every step (the layers below stay
+    frozen and run once per member). Needs ``use_text``, a sentence encoder (not the decoder SmolLM2) and
+    ``members=1`` (``add-items`` embeds new items through the one tuned block). 0: the text model stays frozen."""
     use_time: bool = False
     """add a learned vector of each event's UTC hour of the day and day of the week (``hour``, ``weekday``: the
     served model derives them from TIMESTAMPS) to its position (False: only the gaps between events)."""
@@ -94,5 +101,19 @@ class TrainConfig(BaseModel):
         if self.hidden % self.heads:
             raise ValueError(
                 f"hidden={self.hidden} is not divisible by heads={self.heads}: each head gets hidden/heads"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _tuned_text_needs_one_sentence_encoder(self) -> Self:
+        if not self.text_lora_rank:
+            return self
+        if not self.use_text:
+            raise ValueError(f"text_lora_rank={self.text_lora_rank} fine-tunes the text model: it needs use_text")
+        if self.text_model in DECODERS:
+            raise ValueError(f"text_lora_rank={self.text_lora_rank} tunes a sentence encoder, not {self.text_model}")
+        if self.members > 1:
+            raise ValueError(
+                f"text_lora_rank={self.text_lora_rank} tunes one text model: it needs members=1, not {self.members}"
             )
         return self

@@ -116,5 +116,6 @@ def export_version(model: RecModel, dataset: Dataset, report: Report, out: Path)
     new_item_adapter = model.new_item_adapter()
     if new_item_adapter is not None:
         adapter = {name: p.detach().numpy() for name, p in new_item_adapter.named_parameters()}
-        write_text_adapter(out, adapter, TEXT_MODELS[model.cfg.text_model].name)
+        tuned = model.text_top.merged() if model.text_top is not None else None
+        write_text_adapter(out, adapter, TEXT_MODELS[model.cfg.text_model].name, tuned)
     write_report(out / REPORT_FILE, report)

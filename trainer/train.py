@@ -23,7 +23,7 @@ from trainer.evaluate import BATCH, TIE_RULE, evaluate, ranking_report
 from trainer.modeling import Batch, Ensemble, RecModel, Recommender
 from trainer.publish import model_name
 from trainer.sequences import Arrays, EvalCases, eval_cases, training_windows
-from trainer.text import TEXT_MODELS, embed_texts
+from trainer.text import TEXT_MODELS, TunedTextTop, embed_texts
 from trainer.version import METRIC_KEYS, DataSection, MemberRun, Report, TrainingSection
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,10 @@ def train(dataset: Dataset, cfg: TrainConfig, cache_dir: Path, member: int = 0) 
         text_vectors = embed_texts(dataset.catalog.texts, cache_dir, text_model)
     else:
         text_vectors = np.zeros((num_items, text_model.dim), dtype=np.float32)
-    model = RecModel(cfg, text_vectors, has_id, withheld, dataset.context.tokens)
+    text_top = None
+    if cfg.text_lora_rank:
+        text_top = TunedTextTop(text_model, dataset.catalog.texts, cache_dir, cfg.text_lora_rank)
+    model = RecModel(cfg, text_vectors, has_id, withheld, dataset.context.tokens, text_top)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     n_windows = len(windows["items"])
     logger.info(

@@ -27,6 +27,8 @@ ITEMS_FILE = "items.json"
 REPORT_FILE = "report.json"
 TEXT_ADAPTER_FILE = "text_adapter.safetensors"
 """The text adapter that ``add-items`` needs (not served)."""
+TUNED_PREFIX = "text_model."
+"""In the text adapter file, the tensors of a fine-tuned text model's last feed-forward output block."""
 CONTEXT_FILE = "context.json"
 """The context vocabulary of a version trained with ``use_context`` (``trainer.data.ContextVocabulary``):
 ``{"values": {key: [value, ...]}}``, keys and values in string order; model.py reads it too."""
@@ -200,17 +202,22 @@ def read_item_files(version_dir: Path) -> ItemFiles:
     return ItemFiles(np.load(version_dir / EMBEDDINGS_FILE), items["item_ids"], items["titles"])
 
 
-def write_text_adapter(out: Path, adapter: dict[str, np.ndarray], text_model: str) -> None:
-    """The linear map from ``text_model``'s embeddings to item vectors (``weight`` [H, D], ``bias`` [H])."""
+def write_text_adapter(
+    out: Path, adapter: dict[str, np.ndarray], text_model: str, tuned: dict[str, np.ndarray] | None = None
+) -> None:
+    """The linear map from ``text_model``'s embeddings to item vectors (``weight`` [H, D], ``bias`` [H]) and, for
+    a version that fine-tuned the text model (``text_lora_rank``), its tuned block (``TunedTextTop.merged``)."""
     from safetensors.numpy import save_file  # the train extra, as every user of the adapter
 
-    save_file(adapter, str(out / TEXT_ADAPTER_FILE), metadata={"text_model": text_model})
+    tensors = adapter | {TUNED_PREFIX + name: values for name, values in (tuned or {}).items()}
+    save_file(tensors, str(out / TEXT_ADAPTER_FILE), metadata={"text_model": text_model})
     (out / TEXT_ADAPTER_FILE).chmod(0o644)  # safetensors writes 0600; the server may be another user
 
 
-def read_text_adapter(version_dir: Path, text_model: str) -> dict[str, np.ndarray]:
-    """The version's text adapter; ValueError if it has none (trained without item text) or it was trained on
-    the embeddings of another text model than ``text_model``."""
+def read_text_adapter(version_dir: Path, text_model: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """(the version's text adapter, its tuned text-model block or None if the text model was frozen);
+    ValueError if it has none (trained without item text) or it was trained on the embeddings of another text
+    model than ``text_model``."""
     from safetensors.numpy import load_file, safe_open
 
     path = version_dir / TEXT_ADAPTER_FILE
@@ -222,7 +229,9 @@ def read_text_adapter(version_dir: Path, text_model: str) -> dict[str, np.ndarra
         trained_on = f.metadata().get("text_model")
     if trained_on != text_model:
         raise ValueError(f"{path} was trained on {trained_on!r} text embeddings, this trainer has {text_model!r}")
-    return load_file(str(path))
+    tensors = load_file(str(path))
+    tuned = {name.removeprefix(TUNED_PREFIX): v for name, v in tensors.items() if name.startswith(TUNED_PREFIX)}
+    return {name: v for name, v in tensors.items() if not name.startswith(TUNED_PREFIX)}, tuned or None
 
 
 def write_context(out: Path, vocabulary: ContextVocabulary) -> None:

@@ -31,8 +31,13 @@ TINY = TrainConfig(
 )
 
 
-def fake_embed_texts(texts: list[str], cache_dir: Path, model: TextModel = MINILM, batch_size: int = 128) -> np.ndarray:
-    """Deterministic stand-in for a text model: a unit vector of its size seeded by the model and the text."""
+def fake_embed_texts(
+    texts: list[str], cache_dir: Path, model: TextModel = MINILM, batch_size: int = 128, tuned: dict | None = None
+) -> np.ndarray:
+    """Deterministic stand-in for a frozen text model: a unit vector of its size seeded by the model and the
+    text (a tuned one needs the real model)."""
+    if tuned:
+        raise ValueError("the fake text model has no top to tune")
     rows = []
     for text in texts:
         seed = int.from_bytes(hashlib.sha256(f"{model.name}\n{text}".encode()).digest()[:4], "little")

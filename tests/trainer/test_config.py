@@ -67,3 +67,17 @@ def test_a_published_config_builds_the_same_config() -> None:
     cfg = TrainConfig(hidden=16, heads=4, cold_share=0.2, use_text=False)
     assert TrainConfig.model_validate(cfg.model_dump()) == cfg
     assert list(cfg.model_dump()) == list(TrainConfig.model_fields)  # report.json's key order
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"use_text": False}, "text_lora_rank=8 fine-tunes the text model: it needs use_text"),
+        ({"text_model": "SmolLM2-135M-Instruct"}, "tunes a sentence encoder, not SmolLM2-135M-Instruct"),
+        ({"members": 3}, "it needs members=1, not 3"),
+    ],
+)
+def test_a_tuned_text_model_needs_text_one_sentence_encoder_and_one_member(settings: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(text_lora_rank=8, **settings)
+    assert TrainConfig(text_lora_rank=8, members=1).text_lora_rank == 8

@@ -18,13 +18,13 @@ from recstream.cli import app as recstream_app
 from tests.trainer.conftest import TINY, fake_embed_texts
 from trainer.catalog import add_items
 from trainer.config import TrainConfig
-from trainer.data import TEST, VALID, Catalog, load_event_log
+from trainer.data import TEST, VALID, Catalog, default_cache_dir, load_event_log
 from trainer.evaluate import case_ranks, evaluate_version, load_version, onnx_encoder
 from trainer.export import check_parity, export_encoder, export_version, item_table, torch_encoder
 from trainer.modeling import Ensemble, RecModel
 from trainer.publish import publish, versions
 from trainer.sequences import encoder_input_names, encoder_inputs, eval_cases
-from trainer.text import MINILM, TEXT_MODELS, TextModel
+from trainer.text import MINILM, TEXT_MODELS, TextModel, embed_texts
 from trainer.train import batched, train, train_report
 from trainer.version import cold_start_section
 
@@ -183,9 +183,9 @@ def test_add_items_embeds_with_the_text_model_the_version_was_trained_on(tiny_da
     adapter, and add-items embeds the new items with it (a MiniLM vector would not fit the adapter)."""
     used: list[str] = []
 
-    def recording(texts: list[str], cache_dir: Path, model: TextModel = MINILM, batch_size: int = 128) -> np.ndarray:
+    def recording(texts: list[str], cache_dir: Path, model: TextModel = MINILM, **options: object) -> np.ndarray:
         used.append(model.name)
-        return fake_embed_texts(texts, cache_dir, model)
+        return fake_embed_texts(texts, cache_dir, model, **options)
 
     monkeypatch.setattr("trainer.train.embed_texts", recording)
     monkeypatch.setattr("trainer.catalog.embed_texts", recording)
@@ -201,6 +201,26 @@ def test_add_items_embeds_with_the_text_model_the_version_was_trained_on(tiny_da
     with torch.no_grad():
         expected = model.new_item_adapter()(torch.from_numpy(fake_embed_texts(new.texts, Path(), mpnet))).numpy()
     np.testing.assert_allclose(np.load(child / "item_embeddings.npy")[-1:], expected, atol=1e-5)
+
+
+def test_a_tuned_text_model_embeds_added_items_as_it_embedded_the_cold_ones(tiny_dataset, tmp_path) -> None:
+    """With ``text_lora_rank`` the real MiniLM's top is trained with the recommender: the version stores the
+    tuned block, and add-items gives an item with a withheld item's text exactly that item's served row (both
+    are text only), which the frozen MiniLM would not give."""
+    cfg = TINY.model_copy(update={"text_lora_rank": 4, "lr": 2e-2})
+    model, report = train_report(tiny_dataset, cfg, None, None, faithfulness_users=0)
+    assert model.text_top is not None and model.text_top.lora_b.abs().max() > 0
+    (tmp_path / "recstream").mkdir()
+    parent = publish(tmp_path / "recstream", lambda out: export_version(model, tiny_dataset, report, out))
+    catalog = tiny_dataset.catalog
+    cold = [catalog.item_ids.index(item) for item in report.data.withheld_items]
+    texts = [catalog.texts[i] for i in cold]
+    child = add_items(parent, Catalog([f"copy-{i}" for i in cold], [None] * len(cold), texts))
+    rows = np.load(child / "item_embeddings.npy")
+    np.testing.assert_allclose(rows[-len(cold) :], rows[[1 + i for i in cold]], atol=1e-4)
+    with torch.no_grad():
+        frozen = model.new_item_adapter()(torch.from_numpy(embed_texts(texts, default_cache_dir()))).numpy()
+    assert np.abs(frozen - rows[-len(cold) :]).max() > 1e-3
 
 
 def evaluate_cli(repository: Path, tiny_files: tuple[Path, Path], *options: str, env: bool = False) -> Result:

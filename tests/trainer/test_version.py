@@ -137,6 +137,17 @@ def test_the_text_adapter_is_read_only_for_the_text_model_it_was_trained_on(tmp_
         read_text_adapter(tmp_path, "lm")
     write_text_adapter(tmp_path, adapter, "lm")
     assert (tmp_path / TEXT_ADAPTER_FILE).stat().st_mode & 0o777 == 0o644
-    np.testing.assert_array_equal(read_text_adapter(tmp_path, "lm")["weight"], adapter["weight"])
+    read, tuned = read_text_adapter(tmp_path, "lm")
+    assert tuned is None and read.keys() == adapter.keys()
+    np.testing.assert_array_equal(read["weight"], adapter["weight"])
     with pytest.raises(ValueError, match="trained on 'lm' text embeddings"):
         read_text_adapter(tmp_path, "other-lm")
+
+
+def test_a_tuned_text_block_is_kept_apart_from_the_adapter(tmp_path: Path) -> None:
+    adapter = {"weight": np.ones((2, 3), dtype=np.float32), "bias": np.zeros(2, dtype=np.float32)}
+    block = {"dense.weight": np.full((3, 5), 2.0, np.float32), "LayerNorm.bias": np.ones(3, np.float32)}
+    write_text_adapter(tmp_path, adapter, "lm", tuned=block)
+    read, tuned = read_text_adapter(tmp_path, "lm")
+    assert read.keys() == adapter.keys() and tuned is not None and tuned.keys() == block.keys()
+    np.testing.assert_array_equal(tuned["dense.weight"], block["dense.weight"])
