@@ -43,9 +43,10 @@ class TrainConfig(BaseModel):
     a linear adapter maps its vectors to H and is trained with the recommender."""
     text_lora_rank: Annotated[int, Field(ge=0)] = 0
     """if > 0, fine-tune the text model with the recommender (``trainer.text.TunedTextTop``): a LoRA update of
-    this rank of its last feed-forward block's output projection, and that block's LayerNorm, are trained with
-    the recommender's loss, and every item text is re-embedded through them at every step (the layers below stay
-    frozen and run once per member). Needs ``use_text``, a sentence encoder (not the decoder SmolLM2) and
+    this rank of its last feed-forward block's output projection (its down-projection within the 64 principal
+    directions of the block's activations), and that block's LayerNorm, are trained with the recommender's loss,
+    and every item text is re-embedded through them at every step (the layers below stay frozen and run once per
+    member). Needs ``use_text``, a sentence encoder (not the decoder SmolLM2) and
     ``members=1`` (``add-items`` embeds new items through the one tuned block). 0: the text model stays frozen."""
     use_time: bool = False
     """add a learned vector of each event's UTC hour of the day and day of the week (``hour``, ``weekday``: the

@@ -181,12 +181,17 @@ class TunedTextTop(nn.Module):
     """A sentence encoder whose top is fine-tuned with the recommender (``TrainConfig.text_lora_rank``): a
     rank-r LoRA update of the output projection of its last feed-forward block, and that block's LayerNorm, are
     trained; the layers below stay frozen, so what they give the block for every item's tokens (the activations
-    ``act`` [tokens, F] and the frozen pre-norm sum ``base`` [tokens, D]) is computed once. ``forward``
+    and the frozen pre-norm sum ``base`` [tokens, D]) is computed once. LoRA's down-projection is restricted to
+    the ``basis`` principal directions of those activations over the catalogue's tokens (``A = V_k A'``): the
+    activations are kept as their coordinates ``act`` [tokens, k], which makes a step ~F/k times cheaper than
+    the full [tokens, F] product, and the merge into the dense weight stays exact. ``forward``
     re-embeds every item text through the tuned block, mean-pooled and L2-normalised as ``embed_texts`` does,
     which it equals before training (LoRA's B starts at zero). ``merged`` gives the tuned block as the model's
     own parameters, for ``embed_texts(tuned=...)`` (``add-items``)."""
 
-    def __init__(self, model: TextModel, texts: list[str], cache_dir: Path, rank: int, batch_size: int = 128) -> None:
+    def __init__(
+        self, model: TextModel, texts: list[str], cache_dir: Path, rank: int, basis: int = 64, batch_size: int = 128
+    ) -> None:
         super().__init__()
         if model.gguf_file:
             raise ValueError(f"{model.name} is a decoder: only a sentence encoder's top can be fine-tuned")
@@ -206,15 +211,17 @@ class TunedTextTop(nn.Module):
                 counts.append(mask.sum(1))
         hook.remove()
         per_item = torch.cat(counts)  # [N]
-        self.register_buffer("act", torch.cat(acts), persistent=False)  # [tokens, F]
+        act = torch.cat(acts)  # [tokens, F]
+        _, directions = torch.linalg.eigh(act.T @ act)  # [F, F], ascending eigenvalues
+        self.register_buffer("basis", directions[:, -basis:].contiguous(), persistent=False)  # [F, k]
+        self.register_buffer("act", act @ self.basis, persistent=False)  # [tokens, k]
         self.register_buffer("base", torch.cat(bases), persistent=False)  # [tokens, D]
         self.register_buffer("token_item", torch.repeat_interleave(torch.arange(len(per_item)), per_item), False)
         self.register_buffer("counts", per_item[:, None].float(), persistent=False)  # [N, 1]
         self.register_buffer("dense_weight", block.dense.weight.detach().clone(), persistent=False)  # [D, F]
         self.register_buffer("dense_bias", block.dense.bias.detach().clone(), persistent=False)  # [D]
-        width, dim = block.dense.in_features, block.dense.out_features  # F, D
-        self.lora_a = nn.Parameter(torch.randn(width, rank) / math.sqrt(width))  # [F, r]
-        self.lora_b = nn.Parameter(torch.zeros(rank, dim))  # [r, D]
+        self.lora_a = nn.Parameter(torch.randn(basis, rank) / math.sqrt(basis))  # [k, r]: A = basis @ lora_a
+        self.lora_b = nn.Parameter(torch.zeros(rank, block.dense.out_features))  # [r, D]
         self.layer_norm = copy.deepcopy(block.LayerNorm)
 
     def forward(self) -> torch.Tensor:  # [N, D]
@@ -226,7 +233,7 @@ class TunedTextTop(nn.Module):
         """The tuned block as the parameters of ``last_layer_output`` (LoRA merged into the dense weight)."""
         with torch.no_grad():
             weights = {
-                "dense.weight": self.dense_weight + (self.lora_a @ self.lora_b).T,  # [D, F]
+                "dense.weight": self.dense_weight + (self.basis @ self.lora_a @ self.lora_b).T,  # [D, F]
                 "dense.bias": self.dense_bias,
                 "LayerNorm.weight": self.layer_norm.weight,
                 "LayerNorm.bias": self.layer_norm.bias,
