@@ -48,6 +48,9 @@ class TrainConfig(BaseModel):
     and every item text is re-embedded through them at every step (the layers below stay frozen and run once per
     member). Needs ``use_text``, a sentence encoder (not the decoder SmolLM2) and
     ``members=1`` (``add-items`` embeds new items through the one tuned block). 0: the text model stays frozen."""
+    use_gaps: bool = True
+    """add a learned vector of each event's bucketed gap to the window's previous event (``modeling.gap_buckets``)
+    to its position (False: the encoder reads no time at all, an ablation; encoder.onnx keeps ``age_s``)."""
     use_time: bool = False
     """add a learned vector of each event's UTC hour of the day and day of the week (``hour``, ``weekday``: the
     served model derives them from TIMESTAMPS) to its position (False: only the gaps between events)."""

@@ -80,6 +80,7 @@ class SequenceEncoder(nn.Module):
         self.max_len = cfg.max_len
         self.type_emb = nn.Embedding(1 + len(EVENT_TYPES), cfg.hidden, padding_idx=0)
         self.gap_emb = nn.Embedding(GAP_BUCKETS, cfg.hidden)
+        self.use_gaps = cfg.use_gaps
         # when in the day and the week each event happened (UTC): 0 padding, 1..24 and 1..7
         self.hour_emb = nn.Embedding(25, cfg.hidden, padding_idx=0) if cfg.use_time else None
         self.weekday_emb = nn.Embedding(8, cfg.hidden, padding_idx=0) if cfg.use_time else None
@@ -119,7 +120,10 @@ class SequenceEncoder(nn.Module):
     ) -> torch.Tensor:  # [B, L', H], L' = min(L, max_len): causal, position t sees events <= t
         item_vecs, event_types = item_vecs[:, -self.max_len :], event_types[:, -self.max_len :]
         age_s, attention_mask = age_s[:, -self.max_len :], attention_mask[:, -self.max_len :]
-        x = item_vecs + self.type_emb(event_types) + self.gap_emb(gap_buckets(age_s, attention_mask))  # [B, L', H]
+        gaps = gap_buckets(age_s, attention_mask)  # [B, L']
+        if not self.use_gaps:  # every event in bucket 0 (one constant vector); age_s stays an input of the graph
+            gaps = torch.zeros_like(gaps)
+        x = item_vecs + self.type_emb(event_types) + self.gap_emb(gaps)  # [B, L', H]
         if self.hour_emb is not None and self.weekday_emb is not None:
             if hour is None or weekday is None:
                 raise ValueError("this encoder was trained with use_time: it needs hour and weekday")

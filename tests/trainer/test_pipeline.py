@@ -274,6 +274,29 @@ def test_only_a_use_time_encoder_takes_the_hour_and_weekday(repository: Path, tr
     assert not np.allclose(run(later)[0], run(inputs)[0], atol=1e-4)
 
 
+def test_without_gaps_the_encoder_ignores_when_events_happened(trained, tmp_path: Path) -> None:
+    """``use_gaps=False`` (an ablation) exports the same inputs, and moving the events in time leaves its user
+    vector unchanged; the default encoder's moves."""
+    import onnxruntime as ort
+
+    text = fake_embed_texts(trained.dataset.catalog.texts, Path())
+    cases = eval_cases(trained.dataset, TEST, TINY.max_len).arrays
+    moved = []
+    for use_gaps in (False, True):
+        torch.manual_seed(0)
+        model = RecModel(TINY.model_copy(update={"use_gaps": use_gaps}), text, np.ones(len(text), bool)).eval()
+        inputs = encoder_inputs(cases, item_table(model), slice(0, 8))
+        path = tmp_path / f"gaps-{use_gaps}.onnx"
+        export_encoder(model, path, inputs)
+        names = tuple(i.name for i in ort.InferenceSession(str(path)).get_inputs())
+        assert names == encoder_input_names(use_time=False)
+        assert check_parity(model, path, [inputs]) <= 1e-4
+        run = onnx_encoder(path)
+        spread = {**inputs, "age_s": inputs["age_s"] * 1000}  # the same order, every gap 1000 times longer
+        moved.append(not np.allclose(run(spread)[0], run(inputs)[0], atol=1e-5))
+    assert moved == [False, True]
+
+
 def test_a_use_context_model_reads_each_event_s_context(
     trained, tiny_files: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
