@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,7 +33,7 @@ from torch.nn import functional as F
 from trainer.data import DEFAULT_DATASET, TEST, TRAIN, Dataset, default_cache_dir, load_movielens
 from trainer.evaluate import encode_all, load_version, rank_metrics, target_ranks, version_dataset
 from trainer.sequences import EvalCases, eval_cases, window_arrays
-from trainer.text import MAX_TOKENS, MINILM
+from trainer.text import MINILM, tokenize
 from trainer.version import read_text_adapter
 
 logger = logging.getLogger(__name__)
@@ -45,16 +44,11 @@ class TextTower(nn.Module):
 
     def __init__(self, texts: list[str], adapter: dict[str, np.ndarray]) -> None:
         super().__init__()
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import AutoModel, AutoTokenizer
-
-        path = MINILM.locate(default_cache_dir())
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        lm = AutoModel.from_pretrained(path).eval()
+        tokenizer, lm = MINILM.load(default_cache_dir())
         last = lm.encoder.layer[-1]
         captured: list[torch.Tensor] = []
         hook = last.intermediate.register_forward_hook(lambda _m, args, _out: captured.append(args[0]))
-        tokens = tokenizer(texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
+        tokens = tokenize(tokenizer, texts)
         with torch.inference_mode():
             for start in range(0, len(texts), 256):
                 lm(**{k: v[start : start + 256] for k, v in tokens.items()})

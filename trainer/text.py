@@ -88,7 +88,7 @@ def _smollm2_path(cache_dir: Path) -> Path:
 
 @dataclass(frozen=True)
 class TextModel:
-    """A frozen sentence encoder the trainer can embed item texts with."""
+    """A text model the trainer can embed item texts with (a sentence encoder, or a decoder read as hidden states)."""
 
     name: str
     """its Hugging Face id: recorded in report.json's ``text_model`` and in the version's text adapter, so that
