@@ -54,6 +54,9 @@ class TrainConfig(BaseModel):
     use_time: bool = False
     """add a learned vector of each event's UTC hour of the day and day of the week (``hour``, ``weekday``: the
     served model derives them from TIMESTAMPS) to its position (False: only the gaps between events)."""
+    time_inputs: Literal["both", "hour", "weekday"] = "both"
+    """which of ``use_time``'s two clock fields the encoder reads, to measure each apart: the other is set to
+    padding (a zero vector) and stays an input of ``encoder.onnx``, so the served model feeds it as before."""
     use_context: bool = False
     """add a learned vector of each context value an event carries (its ``context``: for MovieLens the user's
     age group, gender, occupation and zip region; the vocabulary is the version's ``context.json``) to its
@@ -106,6 +109,12 @@ class TrainConfig(BaseModel):
             raise ValueError(
                 f"hidden={self.hidden} is not divisible by heads={self.heads}: each head gets hidden/heads"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _time_inputs_need_use_time(self) -> Self:
+        if self.time_inputs != "both" and not self.use_time:
+            raise ValueError(f"time_inputs={self.time_inputs} picks a clock field: it needs use_time, not False")
         return self
 
     @model_validator(mode="after")

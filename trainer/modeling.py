@@ -84,6 +84,7 @@ class SequenceEncoder(nn.Module):
         # when in the day and the week each event happened (UTC): 0 padding, 1..24 and 1..7
         self.hour_emb = nn.Embedding(25, cfg.hidden, padding_idx=0) if cfg.use_time else None
         self.weekday_emb = nn.Embedding(8, cfg.hidden, padding_idx=0) if cfg.use_time else None
+        self.time_inputs = cfg.time_inputs
         # what the event carried (MovieLens: its user's attributes); zero at first, so a token training never
         # saw adds nothing, as an unknown one (0) does
         self.context_emb = None
@@ -127,7 +128,12 @@ class SequenceEncoder(nn.Module):
         if self.hour_emb is not None and self.weekday_emb is not None:
             if hour is None or weekday is None:
                 raise ValueError("this encoder was trained with use_time: it needs hour and weekday")
-            x = x + self.hour_emb(hour[:, -self.max_len :]) + self.weekday_emb(weekday[:, -self.max_len :])
+            hour, weekday = hour[:, -self.max_len :], weekday[:, -self.max_len :]
+            if self.time_inputs == "weekday":  # every hour padding (a zero vector); hour stays an input of the graph
+                hour = torch.zeros_like(hour)
+            if self.time_inputs == "hour":
+                weekday = torch.zeros_like(weekday)
+            x = x + self.hour_emb(hour) + self.weekday_emb(weekday)
         if self.context_emb is not None:
             if context is None:
                 raise ValueError("this encoder was trained with use_context: it needs context")

@@ -81,3 +81,11 @@ def test_a_tuned_text_model_needs_text_one_sentence_encoder_and_one_member(setti
     with pytest.raises(ValueError, match=message):
         TrainConfig(text_lora_rank=8, **settings)
     assert TrainConfig(text_lora_rank=8, members=1).text_lora_rank == 8
+
+
+def test_picking_one_clock_field_needs_use_time() -> None:
+    with pytest.raises(ValueError, match="time_inputs=hour picks a clock field: it needs use_time"):
+        TrainConfig(time_inputs="hour")
+    with pytest.raises(ValidationError, match="time_inputs"):
+        TrainConfig(use_time=True, time_inputs="month")
+    assert TrainConfig(use_time=True, time_inputs="weekday").time_inputs == "weekday"

@@ -274,6 +274,36 @@ def test_only_a_use_time_encoder_takes_the_hour_and_weekday(repository: Path, tr
     assert not np.allclose(run(later)[0], run(inputs)[0], atol=1e-4)
 
 
+def test_an_encoder_reading_one_clock_field_ignores_the_other(trained, tmp_path: Path) -> None:
+    """``time_inputs`` (an ablation) keeps both clock inputs in the export; moving every event by an hour moves
+    the user vector only of an encoder that reads the hour, and by a day only of one that reads the weekday."""
+    import onnxruntime as ort
+
+    text = fake_embed_texts(trained.dataset.catalog.texts, Path())
+    cases = eval_cases(trained.dataset, TEST, TINY.max_len).arrays
+    moved = {}
+    for fields in ("hour", "weekday"):
+        torch.manual_seed(0)
+        cfg = TINY.model_copy(update={"use_time": True, "time_inputs": fields})
+        model = RecModel(cfg, text, np.ones(len(text), bool)).eval()
+        inputs = encoder_inputs(cases, item_table(model), slice(0, 8))
+        path = tmp_path / f"clock-{fields}.onnx"
+        export_encoder(model, path, inputs)
+        names = tuple(i.name for i in ort.InferenceSession(str(path)).get_inputs())
+        assert names == encoder_input_names(use_time=True)
+        assert check_parity(model, path, [inputs]) <= 1e-4
+        run = onnx_encoder(path)
+        for name, period in (("hour", 24), ("weekday", 7)):
+            later = {**inputs, name: np.where(inputs[name] > 0, inputs[name] % period + 1, 0)}
+            moved[fields, name] = not np.allclose(run(later)[0], run(inputs)[0], atol=1e-5)
+    assert moved == {
+        ("hour", "hour"): True,
+        ("hour", "weekday"): False,
+        ("weekday", "hour"): False,
+        ("weekday", "weekday"): True,
+    }
+
+
 def test_without_gaps_the_encoder_ignores_when_events_happened(trained, tmp_path: Path) -> None:
     """``use_gaps=False`` (an ablation) exports the same inputs, and moving the events in time leaves its user
     vector unchanged; the default encoder's moves."""
