@@ -15,6 +15,10 @@ order rule and tie rule: older files, made before them, are refused (their test 
 baseline and metric, the ratio ours / baseline and its 95 % paired-bootstrap interval over the test users
 are printed as JSON; with several baselines (e.g. SASRec's seeds), also the ratio to their mean. The interval
 shows how much of a difference the test set can resolve (it does not include training noise).
+
+When the version and a baseline version withheld the same items from training (``cold_share``, the same seed),
+their cold test targets are the same users, and ``cold_hr@10`` compares them too: the targets each one alone hits
+in its top 10 and an exact two-sided sign test on those (McNemar's exact test).
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import binomtest
 
 from trainer.data import DEFAULT_DATASET, MOVIELENS, ORDER_RULE, TEST, first_users, load_movielens
 from trainer.evaluate import (
     TIE_RULE,
+    K,
     case_ranks,
     load_version,
     paired_ratio,
@@ -44,19 +50,22 @@ logger = logging.getLogger(__name__)
 Ranks = dict[str, tuple[int, int]]  # test user -> target rank (not excluding, excluding earlier items)
 
 
-def version_ranks(version_dir: Path, dataset: str | None = None) -> Ranks:
-    """Each test user's target rank from the version's served files, on ``dataset`` (default: its own)."""
+def version_ranks(version_dir: Path, dataset: str | None = None) -> tuple[Ranks, frozenset[str]]:
+    """Each test user's target rank from the version's served files, on ``dataset`` (default: its own), and the
+    test users whose target is an item the version withheld from training (its cold cases)."""
     name = dataset or version_dataset(version_dir) or DEFAULT_DATASET
     data = first_users(load_movielens(dataset=name), version_users(version_dir))
     version = load_version(version_dir, data)
     cases = eval_cases(version.dataset, TEST, version.report["config"]["max_len"])
     ranks = zip(*case_ranks(version.full_sort(cases.arrays), cases), strict=True)
-    return dict(zip(cases.user_ids, ranks, strict=True))
+    cold = version.withheld[cases.arrays["target_items"] - 1]
+    cold_users = frozenset(user for user, withheld in zip(cases.user_ids, cold, strict=True) if withheld)
+    return dict(zip(cases.user_ids, ranks, strict=True)), cold_users
 
 
-def baseline_ranks(path: Path, dataset: str) -> Ranks:
-    """A published version's folder, or the results JSON of ``benchmarks/recbole/sasrec.py`` (which must be of
-    ``dataset``, with this order rule and tie rule)."""
+def baseline_ranks(path: Path, dataset: str) -> tuple[Ranks, frozenset[str] | None]:
+    """A published version's folder (ranks and cold cases), or the results JSON of ``benchmarks/recbole/sasrec.py``
+    (ranks only; it must be of ``dataset``, with this order rule and tie rule)."""
     if path.is_dir():
         return version_ranks(path, dataset)
     results = json.loads(path.read_text(encoding="utf-8"))
@@ -68,7 +77,25 @@ def baseline_ranks(path: Path, dataset: str) -> Ranks:
         )
     if made.get("name") != dataset:
         raise ValueError(f"{path} is of {made.get('name')}, the version of {dataset}")
-    return {user: tuple(ranks) for user, ranks in results["test_ranks"].items()}
+    return {user: tuple(ranks) for user, ranks in results["test_ranks"].items()}, None
+
+
+def compare_cold(ours: Ranks, theirs: Ranks, cold: frozenset[str]) -> dict[str, object]:
+    """Cold HR@10 (earlier items excluded, as served) of both on the same cold test users, the users only one of
+    them hits, and the exact sign test's two-sided p on those discordant users."""
+    hit_ours = {u for u in cold if ours[u][1] <= K}
+    hit_theirs = {u for u in cold if theirs[u][1] <= K}
+    only_ours, only_theirs = len(hit_ours - hit_theirs), len(hit_theirs - hit_ours)
+    discordant = only_ours + only_theirs
+    return {
+        "cases": len(cold),
+        "ours": len(hit_ours) / len(cold),
+        "theirs": len(hit_theirs) / len(cold),
+        "hits_ours_only": only_ours,
+        "hits_theirs_only": only_theirs,
+        "hits_both": len(hit_ours & hit_theirs),
+        "sign_test_p": binomtest(only_ours, discordant).pvalue if discordant else 1.0,
+    }
 
 
 def compare(ours: Ranks, baselines: dict[str, Ranks], resamples: int) -> dict[str, object]:
@@ -109,8 +136,12 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     dataset = args.dataset or version_dataset(args.version_dir) or DEFAULT_DATASET
     logger.info("comparing on %s", dataset)
-    baselines = {str(path): baseline_ranks(path, dataset) for path in args.baselines}
-    report = compare(version_ranks(args.version_dir, dataset), baselines, args.resamples)
+    ours, cold = version_ranks(args.version_dir, dataset)
+    read = {str(path): baseline_ranks(path, dataset) for path in args.baselines}
+    report = compare(ours, {name: ranks for name, (ranks, _) in read.items()}, args.resamples)
+    if cold:
+        same = {name: ranks for name, (ranks, theirs) in read.items() if theirs == cold}
+        report[f"cold_hr@{K}"] = {name: compare_cold(ours, ranks, cold) for name, ranks in same.items()}
     sys.stdout.write(json.dumps({"version": args.version_dir.name, "dataset": dataset, **report}, indent=2) + "\n")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.versus_sasrec import baseline_ranks, compare
+from benchmarks.versus_sasrec import baseline_ranks, compare, compare_cold
 from trainer.data import ORDER_RULE
 from trainer.evaluate import TIE_RULE
 
@@ -45,7 +45,7 @@ def results_file(tmp_path: Path, **changes: object) -> Path:
 
 
 def test_results_of_the_same_dataset_order_and_tie_rule_are_read(tmp_path: Path) -> None:
-    assert baseline_ranks(results_file(tmp_path), "ml-1m") == {"1m_1": (3, 2), "1m_2": (20, 11)}
+    assert baseline_ranks(results_file(tmp_path), "ml-1m") == ({"1m_1": (3, 2), "1m_2": (20, 11)}, None)
 
 
 def test_results_of_another_dataset_or_an_older_split_are_refused(tmp_path: Path) -> None:
@@ -64,3 +64,18 @@ def test_compare_pairs_users_and_refuses_other_users() -> None:
     assert report["ndcg@10"]["sasrec"]["ours"] == pytest.approx(np.mean([1, 1 / np.log2(3), 0]))
     with pytest.raises(ValueError, match="different test users"):
         compare(ours, {"sasrec": {"a": (1, 1)}}, resamples=10)
+
+
+def test_cold_targets_are_compared_user_by_user_on_the_excluded_rank() -> None:
+    """Only the cold users count, a hit is rank <= 10 with earlier items excluded (the second rank), and the sign
+    test sees the users one side alone hits: 10 against 5 gives p = 0.30 (exact binomial, two-sided)."""
+    cold = frozenset(f"c{i}" for i in range(20))
+    ours = {f"c{i}": (50, 3) for i in range(12)} | {f"c{i}": (2, 40) for i in range(12, 20)} | {"w": (1, 1)}
+    theirs = {f"c{i}": (50, 3) for i in range(2)} | {f"c{i}": (50, 11) for i in range(2, 12)}
+    theirs |= {f"c{i}": (50, 9) for i in range(12, 17)} | {f"c{i}": (1, 30) for i in range(17, 20)} | {"w": (1, 1)}
+    result = compare_cold(ours, theirs, cold)
+    assert result["cases"] == 20
+    assert (result["hits_ours_only"], result["hits_theirs_only"], result["hits_both"]) == (10, 5, 2)
+    assert result["ours"] == 12 / 20
+    assert result["theirs"] == 7 / 20
+    assert result["sign_test_p"] == pytest.approx(0.3018, abs=1e-4)
