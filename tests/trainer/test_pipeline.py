@@ -19,7 +19,7 @@ from tests.trainer.conftest import TINY, fake_embed_texts
 from trainer.catalog import add_items
 from trainer.config import TrainConfig
 from trainer.data import TEST, VALID, Catalog, default_cache_dir, load_event_log
-from trainer.evaluate import case_ranks, evaluate_version, load_version, onnx_encoder
+from trainer.evaluate import Encoder, case_ranks, evaluate_version, load_version, onnx_encoder
 from trainer.export import check_parity, export_encoder, export_version, item_table, torch_encoder
 from trainer.modeling import Ensemble, RecModel
 from trainer.publish import publish, versions
@@ -250,6 +250,27 @@ def test_cli_evaluate_valid_split_scores_the_validation_events(repository: Path,
     assert expected["mrr@10_all"] != evaluate_version(repository / "recstream" / "1", trained.dataset)["mrr@10_all"]
 
 
+def exported_encoder(cfg: TrainConfig, trained, path: Path) -> tuple[dict[str, np.ndarray], Encoder]:
+    """An untrained model of ``cfg`` (torch seed 0) exported to ``path``, checked against torch and for the inputs
+    ``cfg`` names: its first 8 test windows as encoder inputs, and the ONNX encoder."""
+    import onnxruntime as ort
+
+    text = fake_embed_texts(trained.dataset.catalog.texts, Path())
+    torch.manual_seed(0)
+    model = RecModel(cfg, text, np.ones(len(text), dtype=bool)).eval()
+    inputs = encoder_inputs(eval_cases(trained.dataset, TEST, cfg.max_len).arrays, item_table(model), slice(0, 8))
+    export_encoder(model, path, inputs)
+    names = tuple(i.name for i in ort.InferenceSession(str(path)).get_inputs())
+    assert names == encoder_input_names(cfg.use_time, cfg.use_context)
+    assert check_parity(model, path, [inputs]) <= 1e-4
+    return inputs, onnx_encoder(path)
+
+
+def later(inputs: dict[str, np.ndarray], field: str, period: int) -> dict[str, np.ndarray]:
+    """Every event one hour (``field="hour"``, period 24) or one day (``"weekday"``, 7) later; padding stays 0."""
+    return {**inputs, field: np.where(inputs[field] > 0, inputs[field] % period + 1, 0)}
+
+
 def test_only_a_use_time_encoder_takes_the_hour_and_weekday(repository: Path, trained, tmp_path: Path) -> None:
     """A model trained with ``use_time`` exports ``hour`` and ``weekday`` inputs (checked against torch), and
     they change its user vector; a model without (the default, and versions 4-6) exports the four inputs only."""
@@ -257,45 +278,22 @@ def test_only_a_use_time_encoder_takes_the_hour_and_weekday(repository: Path, tr
 
     plain = ort.InferenceSession(str(repository / "recstream" / "1" / "encoder.onnx"))
     assert tuple(i.name for i in plain.get_inputs()) == encoder_input_names(use_time=False)
+    assert encoder_input_names(use_time=True) == (*encoder_input_names(use_time=False), "hour", "weekday")
 
     cfg = TrainConfig.model_validate({**TINY.model_dump(), "use_time": True})
-    torch.manual_seed(0)
-    text = fake_embed_texts(trained.dataset.catalog.texts, Path())
-    model = RecModel(cfg, text, np.ones(len(text), dtype=bool)).eval()
-    inputs = encoder_inputs(eval_cases(trained.dataset, TEST, cfg.max_len).arrays, item_table(model), slice(0, 8))
-    path = tmp_path / "encoder.onnx"
-    export_encoder(model, path, inputs)
-    timed = ort.InferenceSession(str(path))
-    assert tuple(i.name for i in timed.get_inputs()) == (*encoder_input_names(use_time=False), "hour", "weekday")
-    assert check_parity(model, path, [inputs]) <= 1e-4
-
-    run = onnx_encoder(path)
-    later = {**inputs, "hour": np.where(inputs["hour"] > 0, inputs["hour"] % 24 + 1, 0)}  # every event 1 h later
-    assert not np.allclose(run(later)[0], run(inputs)[0], atol=1e-4)
+    inputs, run = exported_encoder(cfg, trained, tmp_path / "encoder.onnx")
+    assert not np.allclose(run(later(inputs, "hour", 24))[0], run(inputs)[0], atol=1e-4)
 
 
 def test_an_encoder_reading_one_clock_field_ignores_the_other(trained, tmp_path: Path) -> None:
     """``time_inputs`` (an ablation) keeps both clock inputs in the export; moving every event by an hour moves
     the user vector only of an encoder that reads the hour, and by a day only of one that reads the weekday."""
-    import onnxruntime as ort
-
-    text = fake_embed_texts(trained.dataset.catalog.texts, Path())
-    cases = eval_cases(trained.dataset, TEST, TINY.max_len).arrays
     moved = {}
     for fields in ("hour", "weekday"):
-        torch.manual_seed(0)
         cfg = TINY.model_copy(update={"use_time": True, "time_inputs": fields})
-        model = RecModel(cfg, text, np.ones(len(text), bool)).eval()
-        inputs = encoder_inputs(cases, item_table(model), slice(0, 8))
-        path = tmp_path / f"clock-{fields}.onnx"
-        export_encoder(model, path, inputs)
-        names = tuple(i.name for i in ort.InferenceSession(str(path)).get_inputs())
-        assert names == encoder_input_names(use_time=True)
-        assert check_parity(model, path, [inputs]) <= 1e-4
-        run = onnx_encoder(path)
+        inputs, run = exported_encoder(cfg, trained, tmp_path / f"clock-{fields}.onnx")
         for name, period in (("hour", 24), ("weekday", 7)):
-            later = {**inputs, name: np.where(inputs[name] > 0, inputs[name] % period + 1, 0)}
-            moved[fields, name] = not np.allclose(run(later)[0], run(inputs)[0], atol=1e-5)
+            moved[fields, name] = not np.allclose(run(later(inputs, name, period))[0], run(inputs)[0], atol=1e-5)
     assert moved == {
         ("hour", "hour"): True,
         ("hour", "weekday"): False,
@@ -307,21 +305,9 @@ def test_an_encoder_reading_one_clock_field_ignores_the_other(trained, tmp_path:
 def test_without_gaps_the_encoder_ignores_when_events_happened(trained, tmp_path: Path) -> None:
     """``use_gaps=False`` (an ablation) exports the same inputs, and moving the events in time leaves its user
     vector unchanged; the default encoder's moves."""
-    import onnxruntime as ort
-
-    text = fake_embed_texts(trained.dataset.catalog.texts, Path())
-    cases = eval_cases(trained.dataset, TEST, TINY.max_len).arrays
     moved = []
     for use_gaps in (False, True):
-        torch.manual_seed(0)
-        model = RecModel(TINY.model_copy(update={"use_gaps": use_gaps}), text, np.ones(len(text), bool)).eval()
-        inputs = encoder_inputs(cases, item_table(model), slice(0, 8))
-        path = tmp_path / f"gaps-{use_gaps}.onnx"
-        export_encoder(model, path, inputs)
-        names = tuple(i.name for i in ort.InferenceSession(str(path)).get_inputs())
-        assert names == encoder_input_names(use_time=False)
-        assert check_parity(model, path, [inputs]) <= 1e-4
-        run = onnx_encoder(path)
+        inputs, run = exported_encoder(TINY.model_copy(update={"use_gaps": use_gaps}), trained, tmp_path / "gaps.onnx")
         spread = {**inputs, "age_s": inputs["age_s"] * 1000}  # the same order, every gap 1000 times longer
         moved.append(not np.allclose(run(spread)[0], run(inputs)[0], atol=1e-5))
     assert moved == [False, True]
