@@ -27,6 +27,7 @@ import argparse
 import json
 import logging
 import sys
+from itertools import compress
 from pathlib import Path
 
 import numpy as np
@@ -58,9 +59,8 @@ def version_ranks(version_dir: Path, dataset: str | None = None) -> tuple[Ranks,
     version = load_version(version_dir, data)
     cases = eval_cases(version.dataset, TEST, version.report["config"]["max_len"])
     ranks = zip(*case_ranks(version.full_sort(cases.arrays), cases), strict=True)
-    cold = version.withheld[cases.arrays["target_items"] - 1]
-    cold_users = frozenset(user for user, withheld in zip(cases.user_ids, cold, strict=True) if withheld)
-    return dict(zip(cases.user_ids, ranks, strict=True)), cold_users
+    cold = compress(cases.user_ids, version.withheld[cases.arrays["target_items"] - 1])
+    return dict(zip(cases.user_ids, ranks, strict=True)), frozenset(cold)
 
 
 def baseline_ranks(path: Path, dataset: str) -> tuple[Ranks, frozenset[str] | None]:
