@@ -127,7 +127,12 @@ def train_command(
         ),
     ] = None,
     cold_report_wait_s: Annotated[
-        float, typer.Option(help="How long to wait for each --cold-report to appear once training is done.")
+        float,
+        typer.Option(
+            help="How long to wait for each --cold-report to appear once training is done. If one does not "
+            "appear or is not a companion's report, the model is still written and published, without "
+            "cold-start metrics, and the command exits with 1."
+        ),
     ] = 3600.0,
     load: LoadInTriton = False,
 ) -> None:
@@ -140,14 +145,16 @@ def train_command(
     name = dataset.value if dataset else None
     data = first_users(load_data(events, items, name), max_users)
     model, report = train_report(data, cfg, events, items, faithfulness_users, name, max_users)
+    companions_failed: str | None = None
     if cold_report:
-        for path in cold_report:
-            wait_for_file(path, cold_report_wait_s)
         try:
+            for path in cold_report:
+                wait_for_file(path, cold_report_wait_s)
             cold_start = cold_start_section([read_report(path) for path in cold_report])
-        except ValueError as exc:  # pydantic's ValidationError too: not a report.json
-            raise typer.BadParameter(str(exc)) from exc
-        report = report.model_copy(update={"cold_start": cold_start})
+            report = report.model_copy(update={"cold_start": cold_start})
+        except (typer.BadParameter, ValueError) as exc:  # pydantic's ValidationError too: not a report.json
+            companions_failed = str(exc)  # the trained model is kept all the same: hours of training
+            logger.error("no cold-start metrics attached: %s", companions_failed)
     if report_path:
         report_path.parent.mkdir(parents=True, exist_ok=True)
         write_report(report_path, report)
@@ -158,6 +165,9 @@ def train_command(
         typer.echo(f"published {target}", err=True)
         if load:
             load_in_triton(settings.triton_url, report.model)
+    if companions_failed:
+        typer.echo(f"error: --cold-report: {companions_failed} (the model was kept without them)", err=True)
+        raise typer.Exit(code=1)
 
 
 def version_dir(repository: Path, version: str, dataset: str | None = None) -> Path:

@@ -75,6 +75,27 @@ def test_train_on_a_named_dataset_records_it_and_the_user_subset(tiny_dataset, t
     assert "MovieLens-1M" in data["events"]
 
 
+def test_a_missing_companion_report_keeps_the_trained_model(tiny_files, tmp_path: Path, monkeypatch) -> None:
+    """``--cold-report`` that never appears (a companion run failed): the version is still published, without
+    cold-start metrics, and the command says so and exits with 1 instead of throwing the training away."""
+    from tests.trainer.conftest import fake_embed_texts
+
+    monkeypatch.setattr("trainer.train.embed_texts", fake_embed_texts)
+    events, items = tiny_files
+    overrides = ["hidden=16", "layers=1", "heads=1", "max_len=8", "epochs=1", "members=1", "ema_decay=0", "threads=1"]
+    missing = tmp_path / "cold.json"
+    args = ["--model-repository", str(tmp_path / "repo"), "train", "--events", str(events), "--items", str(items)]
+    args += ["--cold-report", str(missing), "--cold-report-wait-s", "0.1", "--report", str(tmp_path / "r.json")]
+    args += ["--faithfulness-users", "0", *(x for o in overrides for x in ("--set", o))]
+    result = CliRunner().invoke(recstream_app, args)
+    assert result.exit_code == 1, result.output
+    assert f"{missing} did not appear within 0 s" in result.output and "kept without them" in result.output
+    published = tmp_path / "repo" / "recstream" / "1"
+    assert (published / "encoder.onnx").is_file()
+    assert "cold_start" not in orjson.loads((published / "report.json").read_bytes())
+    assert orjson.loads((tmp_path / "r.json").read_bytes())["metrics"]["cases"] > 0
+
+
 def test_set_parses_each_value_as_its_field_type() -> None:
     cfg = train_config(["hidden=128", "heads=4", "use_text=false", "lr=1e-3", "cold_share=0.2"])
     assert (cfg.hidden, cfg.heads, cfg.use_text, cfg.lr, cfg.cold_share) == (128, 4, False, 1e-3, 0.2)
