@@ -63,6 +63,14 @@ class TrainConfig(BaseModel):
     position; values the version does not know add nothing (False: context is not read)."""
     id_dropout: Annotated[float, Field(ge=0, le=1)] = 0.3
     """in training, the share of items whose id embedding is zeroed per batch, so text alone scores well."""
+    text_map_ridge: Annotated[float, Field(gt=0)] | None = None
+    """if set, fit after training a ridge regression (this penalty) from the text vectors of the items with an id
+    embedding to those embeddings (both centred), and add its prediction, times ``text_map_scale``, to the rows of
+    items without one: items never seen in training and those ``add-items`` appends (the map is folded into the
+    version's text adapter, so the served contract is unchanged). Rows of items with an id embedding do not
+    change. None: an item without an id embedding gets the learned unknown-id vector only."""
+    text_map_scale: Annotated[float, Field(gt=0, le=1)] = 1.0
+    """the share of the ``text_map_ridge`` prediction that is added (0.5: half way from the unknown-id vector)."""
     action_weight: NonNegative = 0.1
     """weight of the next-event-type loss next to the next-item loss."""
     members: Count = 3
@@ -115,6 +123,14 @@ class TrainConfig(BaseModel):
     def _time_inputs_need_use_time(self) -> Self:
         if self.time_inputs != "both" and not self.use_time:
             raise ValueError(f"time_inputs={self.time_inputs} picks a clock field: it needs use_time, not False")
+        return self
+
+    @model_validator(mode="after")
+    def _text_map_needs_text(self) -> Self:
+        if self.text_map_ridge is None and self.text_map_scale != 1.0:
+            raise ValueError(f"text_map_scale={self.text_map_scale} scales the text map: it needs text_map_ridge")
+        if self.text_map_ridge is not None and not self.use_text:
+            raise ValueError(f"text_map_ridge={self.text_map_ridge} maps the item texts: it needs use_text")
         return self
 
     @model_validator(mode="after")

@@ -181,6 +181,21 @@ class Recommender(Protocol):
         ...
 
 
+def ridge_map(
+    texts: torch.Tensor,  # [n, D]
+    targets: torch.Tensor,  # [n, H]
+    ridge: float,
+) -> tuple[torch.Tensor, torch.Tensor]:  # weight [H, D], bias [H]
+    """Ridge regression of the centred ``targets`` on the centred ``texts`` (penalty ``ridge``, solved in float64):
+    ``texts @ weight.T + bias`` predicts how far an item's target lies from the mean target from how far its text
+    lies from the mean text (the mean text maps to zero)."""
+    x, y = texts.double(), targets.double()
+    mean = x.mean(0)  # [D]
+    x, y = x - mean, y - y.mean(0)
+    w = torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1], dtype=x.dtype), x.T @ y)  # [D, H]
+    return w.T.to(texts.dtype), -(mean @ w).to(texts.dtype)
+
+
 class ItemTableModel(nn.Module):
     """The scoring half of ``Recommender``, shared by ``RecModel`` and ``Ensemble``, which differ only in their
     ``item_table`` and ``encoder``: the encoder reads the window's item vectors, and an item's score is the user
@@ -248,6 +263,9 @@ class RecModel(ItemTableModel):
         self.register_buffer("softmax_column", torch.from_numpy(column))  # [N]: -1 for withheld items
         self.encoder = SequenceEncoder(cfg, context_tokens)
         self.text_top = text_top
+        # the text map of the items without an id embedding, text [.., D] -> [.., H]: zero until fit_text_map
+        self.register_buffer("text_map_weight", torch.zeros(cfg.hidden, text_dim))  # [H, D]
+        self.register_buffer("text_map_bias", torch.zeros(cfg.hidden))  # [H]
 
     def item_texts(self) -> torch.Tensor:  # [N+1, D]; row 0 is zeros
         """The items' text vectors: fixed, or re-embedded by the tuned text top."""
@@ -264,8 +282,20 @@ class RecModel(ItemTableModel):
         is_item[0] = 0
         table = self.id_emb.weight * keep[:, None] + self.unknown_id * (is_item - keep)[:, None]  # [N+1, H]
         if self.text_adapter is not None:
-            table = table + self.text_adapter(self.item_texts()) * is_item[:, None]  # [N+1, H]
+            texts = self.item_texts()  # [N+1, D]
+            table = table + self.text_adapter(texts) * is_item[:, None]  # [N+1, H]
+            if not self.training:  # fitted after training (fit_text_map), zero before
+                table = table + F.linear(texts, self.text_map_weight, self.text_map_bias) * (is_item - keep)[:, None]
         return table
+
+    @torch.no_grad()
+    def fit_text_map(self, ridge: float, scale: float = 1.0) -> None:
+        """Fit the text map of the items without an id embedding (``TrainConfig.text_map_ridge``) on the items
+        with one: :func:`ridge_map` from their text vectors to their id embeddings, times ``scale``."""
+        has_id = self.has_id[1:] > 0  # [N]
+        weight, bias = ridge_map(self.item_texts()[1:][has_id], self.id_emb.weight[1:][has_id], ridge)
+        self.text_map_weight.copy_(weight * scale)
+        self.text_map_bias.copy_(bias * scale)
 
     def new_item_adapter(self) -> nn.Linear | None:
         """Text embedding [.., D] -> the item row of an item without id embedding [.., H] (text
@@ -274,7 +304,8 @@ class RecModel(ItemTableModel):
             return None
         adapter = copy.deepcopy(self.text_adapter)
         with torch.no_grad():
-            adapter.bias += self.unknown_id
+            adapter.weight += self.text_map_weight
+            adapter.bias += self.unknown_id + self.text_map_bias
         return adapter
 
     def loss(self, batch: Batch) -> torch.Tensor:  # scalar

@@ -53,6 +53,15 @@ def draw_withheld(num_items: int, share: float, seed: int) -> np.ndarray:
     return withheld
 
 
+def items_with_ids(dataset: Dataset, withheld: np.ndarray) -> np.ndarray:
+    """bool [N]: the items that get an id embedding, those with train events and not withheld (the rest are
+    scored through their text only)."""
+    has_id = np.zeros(len(dataset.catalog), dtype=bool)
+    for user in dataset.users:
+        has_id[user.items[user.split == TRAIN] - 1] = True
+    return has_id & ~withheld
+
+
 def tensor_batches(arrays: Arrays, batch_size: int, order: np.ndarray) -> Iterator[dict[str, torch.Tensor]]:
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
@@ -89,10 +98,7 @@ def train(dataset: Dataset, cfg: TrainConfig, cache_dir: Path, member: int = 0) 
     withheld = draw_withheld(num_items, cfg.cold_share, cfg.seed)
     rng = np.random.default_rng(cfg.seed + member)
     windows = training_windows(dataset, withheld, cfg.max_len, cfg.window_stride, rng if cfg.shuffle_ties else None)
-    has_id = np.zeros(num_items, dtype=bool)
-    for user in dataset.users:
-        has_id[user.items[user.split == TRAIN] - 1] = True
-    has_id &= ~withheld
+    has_id = items_with_ids(dataset, withheld)
     text_model = TEXT_MODELS[cfg.text_model]
     if cfg.use_text:
         text_vectors = embed_texts(dataset.catalog.texts, cache_dir, text_model)
@@ -162,6 +168,8 @@ def train(dataset: Dataset, cfg: TrainConfig, cache_dir: Path, member: int = 0) 
             break
     model.load_state_dict(best_state)
     model.eval()
+    if cfg.text_map_ridge is not None:
+        model.fit_text_map(cfg.text_map_ridge, cfg.text_map_scale)
     seconds = time.monotonic() - started
     logger.info("best epoch %d (valid NDCG@10 %.4f), %.0f s", best_epoch, best_score, seconds)
     return TrainResult(model, withheld, best_epoch, epoch, seconds, history)

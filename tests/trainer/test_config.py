@@ -49,6 +49,8 @@ def test_heads_must_divide_hidden_and_the_error_names_both() -> None:
         ("cold_share", -0.2),
         ("ema_decay", 1.0),
         ("ema_decay", -0.5),
+        ("text_map_ridge", 0.0),
+        ("text_map_scale", 1.5),
     ],
 )
 def test_out_of_range_values_are_refused(field: str, value: float) -> None:
@@ -89,3 +91,11 @@ def test_picking_one_clock_field_needs_use_time() -> None:
     with pytest.raises(ValidationError, match="time_inputs"):
         TrainConfig(use_time=True, time_inputs="month")
     assert TrainConfig(use_time=True, time_inputs="weekday").time_inputs == "weekday"
+
+
+def test_the_text_map_needs_text_and_its_scale_needs_the_map() -> None:
+    with pytest.raises(ValueError, match=r"text_map_scale=0\.5 scales the text map: it needs text_map_ridge"):
+        TrainConfig(text_map_scale=0.5)
+    with pytest.raises(ValueError, match=r"text_map_ridge=3\.0 maps the item texts: it needs use_text"):
+        TrainConfig(text_map_ridge=3.0, use_text=False)
+    assert TrainConfig(text_map_ridge=3.0, text_map_scale=0.5).text_map_scale == 0.5

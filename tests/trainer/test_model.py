@@ -118,6 +118,35 @@ def test_item_table_id_dropout_only_in_training() -> None:
         torch.testing.assert_close(model.item_table()[1:], text_only[1:])
 
 
+def test_text_map_recovers_id_embeddings_that_follow_the_text() -> None:
+    """``fit_text_map``: where the trained items' id embeddings are a linear function of their text, an item
+    without an id gets that function of its text (from the mean id embedding's place), through the item table
+    and through the adapter that ``add-items`` uses alike; items with an id keep their rows."""
+    rng = np.random.default_rng(1)
+    texts = rng.normal(size=(40, 8)).astype(np.float32)
+    has_id = np.arange(40) < 30  # 30 items to fit on, 10 without an id
+    model = RecModel(CFG.model_copy(update={"text_map_ridge": 1e-6}), texts, has_id).eval()
+    true_map = torch.from_numpy(rng.normal(size=(8, CFG.hidden)).astype(np.float32))  # [D, H]
+    with torch.no_grad():
+        model.unknown_id.normal_()
+        model.id_emb.weight[1:] = torch.from_numpy(texts) @ true_map + 0.5  # every row; only has_id ones are read
+        before = model.item_table()
+    model.fit_text_map(1e-6)
+    with torch.no_grad():
+        after = model.item_table()
+    torch.testing.assert_close(after[1:31], before[1:31])  # rows with an id: unchanged
+    mean_id = model.id_emb.weight[1:31].mean(0)
+    expected = before[31:] + model.id_emb.weight[31:] - mean_id  # the id embedding's offset from the mean
+    torch.testing.assert_close(after[31:], expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(model.new_item_adapter()(model.text[31:]), after[31:], atol=1e-5, rtol=1e-5)
+    model.fit_text_map(1e-6, scale=0.5)
+    with torch.no_grad():
+        torch.testing.assert_close(model.item_table()[31:], (before[31:] + expected) / 2, atol=1e-4, rtol=1e-4)
+        model.train()  # training reads no map (it is fitted after training)
+        model.cfg = CFG.model_copy(update={"id_dropout": 0.0})
+        torch.testing.assert_close(model.item_table()[31:], before[31:])
+
+
 def test_withheld_items_are_not_negatives_of_the_training_loss() -> None:
     withheld = np.zeros(12, dtype=bool)
     withheld[5] = True

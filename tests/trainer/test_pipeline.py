@@ -223,6 +223,26 @@ def test_a_tuned_text_model_embeds_added_items_as_it_embedded_the_cold_ones(tiny
     assert np.abs(frozen - rows[-len(cold) :]).max() > 1e-3
 
 
+def test_the_text_map_scores_withheld_and_added_items_alike(tiny_dataset, tmp_path, monkeypatch) -> None:
+    """``text_map_ridge``: the map fitted after training moves the withheld items' served rows off the plain
+    text-only row, and add-items gives an item with a withheld item's text exactly that row."""
+    monkeypatch.setattr("trainer.train.embed_texts", fake_embed_texts)
+    monkeypatch.setattr("trainer.catalog.embed_texts", fake_embed_texts)
+    model, report = train_report(tiny_dataset, TINY.model_copy(update={"text_map_ridge": 1.0}), None, None, 0)
+    assert report.config["text_map_ridge"] == 1.0 and model.text_map_weight.abs().max() > 0
+    (tmp_path / "recstream").mkdir()
+    parent = publish(tmp_path / "recstream", lambda out: export_version(model, tiny_dataset, report, out))
+    catalog = tiny_dataset.catalog
+    cold = [catalog.item_ids.index(item) for item in report.data.withheld_items]
+    texts = [catalog.texts[i] for i in cold]
+    child = add_items(parent, Catalog([f"copy-{i}" for i in cold], [None] * len(cold), texts))
+    rows = np.load(child / "item_embeddings.npy")
+    np.testing.assert_allclose(rows[-len(cold) :], rows[[1 + i for i in cold]], atol=1e-5)
+    with torch.no_grad():
+        plain = model.text_adapter(model.text[[1 + i for i in cold]]) + model.unknown_id  # the row without a map
+    assert np.abs(plain.numpy() - rows[-len(cold) :]).max() > 1e-3
+
+
 def evaluate_cli(repository: Path, tiny_files: tuple[Path, Path], *options: str, env: bool = False) -> Result:
     """``recstream --model-repository R evaluate --version 1`` on the tiny repository and data, as users call it
     (or with RECSTREAM_MODEL_REPOSITORY=R: one option and one variable for the setting in every command)."""
