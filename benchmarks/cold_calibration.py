@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import binomtest
 
 from trainer.data import DEFAULT_DATASET, TEST, VALID, Dataset, default_cache_dir, first_users, load_movielens
 from trainer.evaluate import (
@@ -107,7 +108,7 @@ def metrics_at(
     calibrated = scores + cold_items * ((scale - 1.0) * scores + offset)  # [B, N]
     _, served = case_ranks(calibrated, cases)
     per_case = per_case_metrics(served)
-    cold = cold_items[cases.arrays["target_items"] - 1] > 0  # [B]: the target is a cold item
+    cold = cold_targets(cases, cold_items)
     hits = per_case[f"hr@{K}"]
     return {
         "offset": offset,
@@ -119,6 +120,25 @@ def metrics_at(
         f"warm_hr@{K}": _rate(hits, ~cold),
         f"warm_hr@{K}_ci95": wilson_interval(int(hits[~cold].sum()), int((~cold).sum())),
         "cold_cases": int(cold.sum()),
+    }
+
+
+def cold_targets(cases: EvalCases, cold_items: np.ndarray) -> np.ndarray:  # bool [B]
+    return cold_items[cases.arrays["target_items"] - 1] > 0
+
+
+def served_hits(scores: np.ndarray, cases: EvalCases) -> np.ndarray:  # bool [B]: the target in the served top 10
+    return case_ranks(scores, cases)[1] <= K
+
+
+def cold_pairs(without: np.ndarray, with_: np.ndarray, cold: np.ndarray) -> dict[str, float]:
+    """The cold targets (``cold`` [B]) that only one of two rankings hits (``without``, ``with_``: bool [B], the
+    target in the top 10), and the exact sign test's two-sided p on them."""
+    gained, lost = int((with_ & ~without & cold).sum()), int((without & ~with_ & cold).sum())
+    return {
+        "hit_with_only": gained,
+        "hit_without_only": lost,
+        "sign_test_p": binomtest(gained, gained + lost).pvalue if gained + lost else 1.0,
     }
 
 
@@ -153,7 +173,10 @@ def calibrate(version_dir: Path, data: Dataset) -> dict[str, Any]:
     curves = {"offset": offsets, "scale": scales, "text_map": mapped}
     best = {kind: choose(curve, baseline) for kind, curve in curves.items()}
     test_cases, test_scores = split_scores(version, TEST)
-    chosen_table = tables.get((best["text_map"].get("ridge"), best["text_map"].get("map_scale")), version.table)
+    mapped_test = {
+        setting: replace(version, table=table).full_sort(test_cases.arrays) for setting, table in tables.items()
+    }
+    chosen_scores = mapped_test.get((best["text_map"].get("ridge"), best["text_map"].get("map_scale")), test_scores)
     cold_rows = np.flatnonzero(version.withheld[test_cases.arrays["target_items"] - 1])
     pop = np.broadcast_to(popularity(version.dataset, version.withheld), test_scores.shape)
     _, pop_served = case_ranks(pop, test_cases)
@@ -170,9 +193,16 @@ def calibrate(version_dir: Path, data: Dataset) -> dict[str, Any]:
         "test_without": metrics_at(test_scores, test_cases, cold_items),
         "test_with_offset": metrics_at(test_scores, test_cases, cold_items, offset=best["offset"]["offset"]),
         "test_with_scale": metrics_at(test_scores, test_cases, cold_items, scale=best["scale"]["scale"]),
-        "test_with_text_map": metrics_at(
-            replace(version, table=chosen_table).full_sort(test_cases.arrays), test_cases, cold_items
+        "test_with_text_map": metrics_at(chosen_scores, test_cases, cold_items),
+        "test_text_map_cold_pairs": cold_pairs(
+            served_hits(test_scores, test_cases),
+            served_hits(chosen_scores, test_cases),
+            cold_targets(test_cases, cold_items),
         ),
+        "test_text_maps": [  # every setting on test, for how much the choice matters (it is made on validation)
+            {"ridge": ridge, "map_scale": scale} | metrics_at(scores, test_cases, cold_items)
+            for (ridge, scale), scores in mapped_test.items()
+        ],
         "target_cold_hr": TARGET_COLD_HR,
         "test_at_target_offset": next(
             (

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.cold_calibration import MAP_RIDGES, MAP_SCALES, choose, metrics_at, text_map_tables
+from benchmarks.cold_calibration import MAP_RIDGES, MAP_SCALES, choose, cold_pairs, metrics_at, text_map_tables
 from tests.trainer.conftest import TINY, fake_embed_texts
 from trainer.evaluate import load_version
 from trainer.export import export_version, item_table
@@ -52,6 +52,16 @@ def test_the_choice_takes_the_most_cold_hits_that_cost_nothing_overall() -> None
     ]
     assert choose(curve, baseline)["ridge"] == 3  # 0.20 costs NDCG; of the rest 0.09, the higher NDCG among equals
     assert choose([row(0.09, 0.3, ridge=1)], baseline) is baseline
+
+
+def test_cold_pairs_count_only_the_cold_targets_one_side_hits() -> None:
+    without = np.array([1, 0, 0, 1, 1, 0], dtype=bool)
+    with_ = np.array([0, 1, 1, 1, 0, 1], dtype=bool)
+    cold = np.array([1, 1, 1, 1, 0, 0], dtype=bool)  # the last two are warm: not counted
+    pairs = cold_pairs(without, with_, cold)
+    assert (pairs["hit_with_only"], pairs["hit_without_only"]) == (2, 1)
+    assert pairs["sign_test_p"] == 1.0  # 2 against 1 of 3 discordant: nothing to tell
+    assert cold_pairs(without, without, cold)["sign_test_p"] == 1.0
 
 
 def test_the_text_map_fitted_on_a_version_is_what_training_with_it_serves(tiny_dataset, tmp_path, monkeypatch) -> None:
