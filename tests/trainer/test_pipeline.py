@@ -203,6 +203,17 @@ def test_add_items_embeds_with_the_text_model_the_version_was_trained_on(tiny_da
     np.testing.assert_allclose(np.load(child / "item_embeddings.npy")[-1:], expected, atol=1e-5)
 
 
+def copies_of_the_withheld(model, report, dataset, tmp_path: Path) -> tuple[np.ndarray, list[int], list[str]]:
+    """Publish the model, then add-items an item with each withheld item's text: (the child's item table, the
+    withheld items' catalogue indices, their texts); row ``1 + i`` is withheld item i's, the last rows the copies."""
+    (tmp_path / "recstream").mkdir()
+    parent = publish(tmp_path / "recstream", lambda out: export_version(model, dataset, report, out))
+    cold = [dataset.catalog.item_ids.index(item) for item in report.data.withheld_items]
+    texts = [dataset.catalog.texts[i] for i in cold]
+    child = add_items(parent, Catalog([f"copy-{i}" for i in cold], [None] * len(cold), texts))
+    return np.load(child / "item_embeddings.npy"), cold, texts
+
+
 def test_a_tuned_text_model_embeds_added_items_as_it_embedded_the_cold_ones(tiny_dataset, tmp_path) -> None:
     """With ``text_lora_rank`` the real MiniLM's top is trained with the recommender: the version stores the
     tuned block, and add-items gives an item with a withheld item's text exactly that item's served row (both
@@ -210,13 +221,7 @@ def test_a_tuned_text_model_embeds_added_items_as_it_embedded_the_cold_ones(tiny
     cfg = TINY.model_copy(update={"text_lora_rank": 4, "lr": 2e-2})
     model, report = train_report(tiny_dataset, cfg, None, None, faithfulness_users=0)
     assert model.text_top is not None and model.text_top.lora_b.abs().max() > 0
-    (tmp_path / "recstream").mkdir()
-    parent = publish(tmp_path / "recstream", lambda out: export_version(model, tiny_dataset, report, out))
-    catalog = tiny_dataset.catalog
-    cold = [catalog.item_ids.index(item) for item in report.data.withheld_items]
-    texts = [catalog.texts[i] for i in cold]
-    child = add_items(parent, Catalog([f"copy-{i}" for i in cold], [None] * len(cold), texts))
-    rows = np.load(child / "item_embeddings.npy")
+    rows, cold, texts = copies_of_the_withheld(model, report, tiny_dataset, tmp_path)
     np.testing.assert_allclose(rows[-len(cold) :], rows[[1 + i for i in cold]], atol=1e-4)
     with torch.no_grad():
         frozen = model.new_item_adapter()(torch.from_numpy(embed_texts(texts, default_cache_dir()))).numpy()
@@ -230,13 +235,7 @@ def test_the_text_map_scores_withheld_and_added_items_alike(tiny_dataset, tmp_pa
     monkeypatch.setattr("trainer.catalog.embed_texts", fake_embed_texts)
     model, report = train_report(tiny_dataset, TINY.model_copy(update={"text_map_ridge": 1.0}), None, None, 0)
     assert report.config["text_map_ridge"] == 1.0 and model.text_map_weight.abs().max() > 0
-    (tmp_path / "recstream").mkdir()
-    parent = publish(tmp_path / "recstream", lambda out: export_version(model, tiny_dataset, report, out))
-    catalog = tiny_dataset.catalog
-    cold = [catalog.item_ids.index(item) for item in report.data.withheld_items]
-    texts = [catalog.texts[i] for i in cold]
-    child = add_items(parent, Catalog([f"copy-{i}" for i in cold], [None] * len(cold), texts))
-    rows = np.load(child / "item_embeddings.npy")
+    rows, cold, _ = copies_of_the_withheld(model, report, tiny_dataset, tmp_path)
     np.testing.assert_allclose(rows[-len(cold) :], rows[[1 + i for i in cold]], atol=1e-5)
     with torch.no_grad():
         plain = model.text_adapter(model.text[[1 + i for i in cold]]) + model.unknown_id  # the row without a map
