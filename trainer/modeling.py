@@ -299,7 +299,7 @@ class RecModel(ItemTableModel):
 
     def new_item_adapter(self) -> nn.Linear | None:
         """Text embedding [.., D] -> the item row of an item without id embedding [.., H] (text
-        projection + ``unknown_id``): what ``add-items`` appends. None without text."""
+        projection + ``unknown_id`` + the fitted text map, if any): what ``add-items`` appends. None without text."""
         if self.text_adapter is None:
             return None
         adapter = copy.deepcopy(self.text_adapter)
