@@ -167,7 +167,7 @@ def calibrate(version_dir: Path, data: Dataset) -> dict[str, Any]:
     tables = text_map_tables(version_dir, version, data)
     mapped = [
         {"ridge": ridge, "map_scale": scale}
-        | metrics_at(split_scores(replace(version, table=table), VALID)[1], valid_cases, cold_items)
+        | metrics_at(replace(version, table=table).full_sort(valid_cases.arrays), valid_cases, cold_items)
         for (ridge, scale), table in tables.items()
     ]
     curves = {"offset": offsets, "scale": scales, "text_map": mapped}
