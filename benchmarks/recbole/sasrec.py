@@ -12,6 +12,10 @@ RecBole's own loaded dataset that every user's test target and history and valid
 Test ranks, of SASRec and of the popularity baseline, come from ``trainer.evaluate.target_ranks``: the one
 ranking routine and tie rule of every comparison (pessimistic: ties count against the target).
 
+``--loss-positions every`` trains RecBole's SASRec network with the loss at every position of one row per
+sequence window (``rows.py``) instead of RecBole's one row per prefix: the same prediction terms, ~70x fewer
+rows on ML-1M; evaluation, checkpoints and early stopping stay RecBole's.
+
 Options use ``--key value`` (RecBole itself parses ``--key=value``). Run from the repository root with the
 environment of ``benchmarks/recbole/setup.sh``; see docs/BENCHMARKS.md, "RecBole baselines".
 """
@@ -34,6 +38,8 @@ import recbole
 import torch
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
+from recbole.data.interaction import Interaction
+from recbole.model.sequential_recommender import SASRec
 from recbole.trainer import Trainer
 from recbole.utils import get_model, get_trainer, init_seed
 from recbole.utils.logger import RemoveColorFilter
@@ -41,6 +47,7 @@ from recbole.utils.logger import RemoveColorFilter
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 # the project's own data, order rule, split, ranking routine and metrics
+from benchmarks.recbole.rows import every_position_rows  # noqa: E402
 from trainer.data import (  # noqa: E402
     MOVIELENS,
     ORDER_RULE,
@@ -79,6 +86,8 @@ class SasrecSetup:
     """Adam learning rate."""
     batch_size: int = 256
     """training and evaluation batch (rows = predictions)."""
+    window_batch_size: int = 128
+    """training batch with ``--loss-positions every`` (rows = sequence windows of up to ``max_len`` targets)."""
 
 
 SETUPS: dict[str, SasrecSetup] = {
@@ -107,6 +116,15 @@ def parse_args() -> argparse.Namespace:
         "--gpu", action="store_true", help="train on CUDA device 0 (needs a CUDA torch in the environment; default CPU)"
     )
     p.add_argument("--seed", type=int, default=2020)
+    p.add_argument(
+        "--loss-positions",
+        choices=["last", "every"],
+        default="last",
+        help="last: RecBole's rows, one per prefix, loss at its end; every: one row per sequence window (rows.py)",
+    )
+    p.add_argument(
+        "--stride", type=int, default=None, help="with --loss-positions every: windows end every N items (max_len/4)"
+    )
     p.add_argument(
         "--checkpoint", type=Path, default=None, help="re-score this saved SASRec checkpoint instead of training one"
     )
@@ -182,15 +200,65 @@ def recbole_config(args: argparse.Namespace, setup: SasrecSetup, work_dir: Path,
     )
 
 
-class EpochLogTrainer(Trainer):
-    """RecBole's Trainer (which SASRec uses), recording each epoch's loss, validation result and times."""
+class EveryPositionSASRec(SASRec):
+    """RecBole's SASRec; :meth:`every_position_loss` is the cross-entropy over the full catalogue at every counted
+    position of a batch of :class:`WindowBatches` rows (RecBole's ``calculate_loss`` takes the last position)."""
 
-    def __init__(self, config: Config, model: torch.nn.Module) -> None:
+    every_position = False
+
+    def gather_indexes(self, output: torch.Tensor, gather_index: torch.Tensor) -> torch.Tensor:
+        # RecBole's forward ends by gathering each row's last position; skipped, it returns every position
+        return output if self.every_position else super().gather_indexes(output, gather_index)
+
+    def every_position_loss(self, interaction: Interaction) -> torch.Tensor:
+        inputs, targets = interaction["inputs"], interaction["targets"]  # [B, L] item ids, 0 = padding
+        self.every_position = True
+        try:
+            hidden = self.forward(inputs, (inputs > 0).sum(dim=1))  # [B, L, H]
+        finally:
+            self.every_position = False
+        counted = targets > 0
+        logits = hidden[counted] @ self.item_embedding.weight.T  # [T, N+1], as RecBole's CE (padding column kept)
+        return self.loss_fct(logits, targets[counted])
+
+
+class WindowBatches:
+    """The training rows of ``--loss-positions every``, shuffled each epoch with a seeded generator."""
+
+    shuffle = True
+
+    def __init__(self, rows: list[tuple[list[int], list[int]]], max_len: int, batch_size: int, seed: int) -> None:
+        self.inputs = torch.zeros(len(rows), max_len, dtype=torch.long)  # left-aligned, as RecBole's rows
+        self.targets = torch.zeros(len(rows), max_len, dtype=torch.long)
+        for i, (inputs, targets) in enumerate(rows):
+            self.inputs[i, : len(inputs)] = torch.tensor(inputs)
+            self.targets[i, : len(targets)] = torch.tensor(targets)
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return -(-len(self.inputs) // self.batch_size)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        order = torch.randperm(len(self.inputs), generator=self.generator)
+        for i in range(0, len(order), self.batch_size):
+            rows = order[i : i + self.batch_size]
+            yield Interaction({"inputs": self.inputs[rows], "targets": self.targets[rows]})
+
+
+class EpochLogTrainer(Trainer):
+    """RecBole's Trainer (which SASRec uses), recording each epoch's loss, validation result and times; with
+    ``windows`` it trains on those rows with :meth:`EveryPositionSASRec.every_position_loss`."""
+
+    def __init__(self, config: Config, model: torch.nn.Module, windows: WindowBatches | None = None) -> None:
         super().__init__(config, model)
         self.epoch_log: list[dict[str, Any]] = []
+        self.windows = windows
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):  # type: ignore[no-untyped-def]
         start = time.perf_counter()
+        if self.windows is not None:
+            train_data, loss_func = self.windows, self.model.every_position_loss
         loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
         self.epoch_log.append({"epoch": epoch_idx, "train_loss": float(loss), "train_s": time.perf_counter() - start})
         logger.info("epoch %d: train %.1f s", epoch_idx, self.epoch_log[-1]["train_s"])
@@ -233,6 +301,7 @@ def main() -> None:
     args = parse_args()
     setup = SETUPS[args.dataset]
     args.epochs = args.epochs or setup.epochs
+    args.stride = args.stride or setup.max_len // 4
     work_dir = args.work_dir.resolve()
     out = (args.out or work_dir / "results.json").resolve()
     checkpoint_file = args.checkpoint.resolve() if args.checkpoint else None  # before the chdir below
@@ -257,11 +326,28 @@ def main() -> None:
     test_users = check_split(dataset, valid_data, test_data, seqs, setup.max_len)
     prepare_s = time.perf_counter() - started
 
+    windows = None
+    if args.loss_positions == "every":
+        iid_f = dataset.iid_field
+        rows = [
+            row
+            for s in seqs.values()
+            for row in every_position_rows(dataset.token2id(iid_f, s[:-2]).tolist(), setup.max_len, args.stride)
+        ]
+        windows = WindowBatches(rows, setup.max_len, setup.window_batch_size, args.seed)
+        logger.info(
+            "%d training windows (stride %d) instead of RecBole's %d rows",
+            len(rows),
+            args.stride,
+            len(train_data._dataset),
+        )
+
     init_seed(config["seed"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    assert get_model(config["model"]) is SASRec
+    model = EveryPositionSASRec(config, train_data._dataset).to(config["device"])
     torch.autograd.set_detect_anomaly(False)  # importing RecBole's sine.py turns it on (backward ~2x slower)
     assert get_trainer(config["MODEL_TYPE"], config["model"]) is Trainer
-    trainer = EpochLogTrainer(config, model)
+    trainer = EpochLogTrainer(config, model, windows)
     if checkpoint_file:
         trainer.saved_model_file = str(checkpoint_file)
         fit: dict[str, Any] = {"rescored_checkpoint": trainer.saved_model_file}
@@ -321,7 +407,14 @@ def main() -> None:
             },
         },
         "tie_rule": TIE_RULE,
-        "config": {"epochs_cap": args.epochs, "patience": args.patience, "seed": args.seed, **asdict(setup)},
+        "config": {
+            "epochs_cap": args.epochs,
+            "patience": args.patience,
+            "seed": args.seed,
+            "loss_positions": args.loss_positions,
+            **({"stride": args.stride, "training_windows": len(windows.inputs)} if windows else {}),
+            **asdict(setup),
+        },
         "prepare_s": round(prepare_s, 1),
         "best_epoch": int(checkpoint["epoch"]),
         **fit,
