@@ -408,8 +408,9 @@ def main() -> None:
         },
         "tie_rule": TIE_RULE,
         "config": {
-            "epochs_cap": args.epochs,
-            "patience": args.patience,
+            # a re-score did not train: its command line's cap and patience say nothing of the checkpoint's fit
+            "epochs_cap": None if checkpoint_file else args.epochs,
+            "patience": None if checkpoint_file else args.patience,
             "seed": args.seed,
             "loss_positions": args.loss_positions,
             **({"stride": args.stride, "training_windows": len(windows.inputs)} if windows else {}),
