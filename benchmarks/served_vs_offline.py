@@ -19,8 +19,9 @@ worker runs with (each in a fresh broker and worker; one Triton serves them all)
 
 - ``matched``: the stream's rules made equal to the offline ones: a window age limit longer than the replayed
   history spans (offline has none), every event type consumed and room for every history item among the
-  consumed items (offline excludes every earlier item). The window keeps ``window_max_events`` events and the
-  offline history the version's ``max_len``; the offline side uses the smaller of the two (the encoder reads at
+  consumed items (offline excludes every earlier item). The window keeps ``window_max_events`` events (unless set, the
+  version's ``max_len``, as ``recstream up`` serves it: ``recstream.cli.version_window``) and the offline
+  history the version's ``max_len``; the offline side uses the smaller of the two (the encoder reads at
   most ``max_len`` events anyway). Every user's served rank must then equal the offline rank.
 - ``default``: the settings as configured (``RECSTREAM_*``, ``.env``, the defaults): a window of at most
   ``window_max_age_s`` (30 days) in event time and at most ``consumed_max_items`` (200) consumed items beyond it.
@@ -51,6 +52,7 @@ from tqdm import tqdm
 
 from recstream.bench import NO_GUIDANCE, PORT_FIELDS, newest_version
 from recstream.broker import Broker, worker_settings
+from recstream.cli import version_window
 from recstream.errors import StackError
 from recstream.processes import spawn, terminate
 from recstream.replay import events_in_time_order, replay
@@ -358,8 +360,8 @@ def run(
     stall_s: float,
 ) -> Report:
     started, started_at = time.monotonic(), time.time()
-    base = Settings()
-    version_dir = (version_dir or newest_version(base)).resolve()
+    version_dir = (version_dir or newest_version(Settings())).resolve()
+    base = version_window(Settings(), version_dir)  # the window `recstream up` serves the version with
     name = dataset or version_dataset(version_dir) or DEFAULT_DATASET
     version = load_version(version_dir, load_movielens(dataset=name))
     plan = plan_replay(version, first_users(version.dataset, users), SPLITS[split], name.replace("-", ""))

@@ -112,7 +112,12 @@ class Settings(BaseSettings):
     )
 
     # --- behaviour window ---
-    window_max_events: int = Field(50, ge=1, description="events kept in a user's behaviour window")
+    window_max_events: int = Field(
+        50,
+        ge=1,
+        description="events kept in a user's behaviour window (`recstream up`, unless set: the history length "
+        "its model's newest version was trained on)",
+    )
     window_max_age_s: float = Field(30 * 24 * 3600, gt=0, description="age in event time, from the newest event")
 
     consumed_event_types: tuple[EventType, ...] = Field(

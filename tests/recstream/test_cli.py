@@ -15,6 +15,7 @@ from recstream.errors import StackError
 from recstream.processes import free_ports
 from recstream.stack import settings_env
 from stream.settings import PROJECT_MODEL_REPOSITORY, Settings
+from trainer.version import REPORT_FILE, read_report, write_report
 
 
 def recstream(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -84,9 +85,25 @@ def test_up_with_a_dataset_serves_its_own_model(tmp_path: Path) -> None:
         f"error: no version of model 'recstream-ml-1m' in {tmp_path / 'recstream-ml-1m'}: train one with "
         "`recstream train --dataset ml-1m`"
     )
-    (tmp_path / "recstream-ml-1m" / "1").mkdir(parents=True)
+    publish_report(tmp_path / "recstream-ml-1m" / "1", max_len=50)
     settings = Settings(model_repository=tmp_path)
     assert serving(settings, "ml-1m").model_name == "recstream-ml-1m"
     chosen = settings.model_copy(update={"model_name": "mine"})
     with pytest.raises(StackError, match="no version of model 'mine'"):
         serving(chosen, "ml-1m")  # --model-name wins over the dataset's model
+
+
+def publish_report(version_dir: Path, max_len: int) -> None:
+    """A version folder holding the shipped ML-1M version's report.json, trained (it says) on ``max_len``."""
+    report = read_report(PROJECT_MODEL_REPOSITORY / "recstream-ml-1m" / "1" / REPORT_FILE)
+    version_dir.mkdir(parents=True)
+    write_report(version_dir / REPORT_FILE, report.model_copy(update={"config": report.config | {"max_len": max_len}}))
+
+
+def test_the_window_holds_the_newest_versions_history(tmp_path: Path) -> None:
+    """A version trained on 200-event histories is served 200-event windows; a flag or the environment wins."""
+    publish_report(tmp_path / "recstream-ml-1m" / "1", max_len=50)
+    publish_report(tmp_path / "recstream-ml-1m" / "2", max_len=200)
+    assert Settings().window_max_events == 50
+    assert serving(Settings(model_repository=tmp_path), "ml-1m").window_max_events == 200
+    assert serving(Settings(model_repository=tmp_path, window_max_events=30), "ml-1m").window_max_events == 30
