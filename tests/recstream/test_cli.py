@@ -15,7 +15,7 @@ from recstream.errors import StackError
 from recstream.processes import free_ports
 from recstream.stack import settings_env
 from stream.settings import PROJECT_MODEL_REPOSITORY, Settings
-from trainer.version import REPORT_FILE, read_report, write_report
+from tests.recstream.published import publish_report
 
 
 def recstream(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -91,13 +91,6 @@ def test_up_with_a_dataset_serves_its_own_model(tmp_path: Path) -> None:
     chosen = settings.model_copy(update={"model_name": "mine"})
     with pytest.raises(StackError, match="no version of model 'mine'"):
         serving(chosen, "ml-1m")  # --model-name wins over the dataset's model
-
-
-def publish_report(version_dir: Path, max_len: int) -> None:
-    """A version folder holding the shipped ML-1M version's report.json, trained (it says) on ``max_len``."""
-    report = read_report(PROJECT_MODEL_REPOSITORY / "recstream-ml-1m" / "1" / REPORT_FILE)
-    version_dir.mkdir(parents=True)
-    write_report(version_dir / REPORT_FILE, report.model_copy(update={"config": report.config | {"max_len": max_len}}))
 
 
 def test_the_window_holds_the_newest_versions_history(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from recstream.replay import events_in_time_order, replay
 from recstream.topics import ensure_topics
 from stream.schemas import InputEvent
 from stream.settings import Settings
+from tests.recstream.published import publish_report
 from trainer.data import Catalog, build_dataset
 
 
@@ -136,11 +137,11 @@ def test_cli_replay_has_a_command_per_dataset_and_up_passes_the_dataset_through(
         assert calls.pop() == ("replay", dataset, 0.0, 5)
 
     def fake_run_stack(settings, **options):
-        calls.append(options | {"model": settings.model_name})
+        calls.append(options | {"model": settings.model_name, "window": settings.window_max_events})
 
     monkeypatch.setattr("recstream.stack.run_stack", fake_run_stack)
-    for model in ("recstream", "recstream-ml-1m"):  # a version of each dataset's model
-        (tmp_path / model / "1").mkdir(parents=True)
+    for model, history in (("recstream", 50), ("recstream-ml-1m", 200)):  # a version of each dataset's model
+        publish_report(tmp_path / model / "1", max_len=history)
     up = ["--model-repository", str(tmp_path), "up"]
     assert runner.invoke(app, [*up, "--dataset", "ml-1m", "--duration-s", "1"]).exit_code == 0
     assert calls.pop() == {
@@ -150,6 +151,7 @@ def test_cli_replay_has_a_command_per_dataset_and_up_passes_the_dataset_through(
         "duration_s": 1.0,
         "dataset": "ml-1m",
         "model": "recstream-ml-1m",
+        "window": 200,
     }
     assert runner.invoke(app, [*up, "--no-replay"]).exit_code == 0
     assert (calls[-1]["dataset"], calls.pop()["model"]) == ("ml-100k", "recstream")
