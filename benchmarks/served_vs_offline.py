@@ -360,8 +360,9 @@ def run(
     stall_s: float,
 ) -> Report:
     started, started_at = time.monotonic(), time.time()
-    version_dir = (version_dir or newest_version(Settings())).resolve()
-    base = version_window(Settings(), version_dir)  # the window `recstream up` serves the version with
+    base = Settings()
+    version_dir = (version_dir or newest_version(base)).resolve()
+    base = version_window(base, version_dir)  # the window `recstream up` serves the version with
     name = dataset or version_dataset(version_dir) or DEFAULT_DATASET
     version = load_version(version_dir, load_movielens(dataset=name))
     plan = plan_replay(version, first_users(version.dataset, users), SPLITS[split], name.replace("-", ""))
