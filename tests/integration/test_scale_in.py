@@ -9,6 +9,7 @@ partitions until the broker expires its session, which noida-db never does: the 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import urllib.request
 import uuid
@@ -77,36 +78,50 @@ async def counted_by(settings: Settings, wanted: float, timeout_s: float) -> boo
     return True
 
 
-async def send_round(settings: Settings, reader: OutputReader, prefix: str, timeout_s: float) -> None:
+def group_story(*logs: Path) -> str:
+    """What the workers' logs say of the group, for a failure's message."""
+    story = re.compile(r"group|assigned partitions|\[\^Worker\]|ERROR|WARNING")
+    return "\n".join(
+        f"--- {log.name}\n" + "\n".join([line for line in log.read_text().splitlines() if story.search(line)][-25:])
+        for log in logs
+    )
+
+
+async def send_round(settings: Settings, reader: OutputReader, prefix: str, timeout_s: float, *logs: Path) -> None:
     """One event of a new user in each partition; waits until all are predicted."""
-    users = one_user_per_partition(settings, prefix)
+    users = set(one_user_per_partition(settings, prefix))
     await produce(
         settings, [(settings.topic_clicks, u.encode(), event(u, ITEMS[0], 1_700_000_000, event_id=u)) for u in users]
     )
-    await reader.read_until(lambda msgs: accounted(msgs, set(users)), timeout_s=timeout_s)
+    messages = await reader.read_until(lambda msgs: accounted(msgs, users), timeout_s=timeout_s)
+    assert accounted(messages, users), f"not predicted within {timeout_s} s\n{group_story(*logs)}"
 
 
 async def test_a_clean_stop_hands_its_partitions_to_the_other_worker(scale_settings: tuple[Settings, Path]) -> None:
     first_settings, work = scale_settings
     (second_port,) = free_ports(1)
     second_settings = first_settings.model_copy(update={"web_port": second_port, "data_dir": work / "second"})
-    first = WorkerProcess(first_settings, work / "first.log")
-    second = WorkerProcess(second_settings, work / "second.log")
+    logs = work / "first.log", work / "second.log"
+    first, second = WorkerProcess(first_settings, logs[0]), WorkerProcess(second_settings, logs[1])
     reader = OutputReader(first_settings, first_settings.topic_predictions)
     first.start()
     try:
         second.start()
         try:
-            deadline = time.monotonic() + 90
-            while not (predictions_made(first_settings) and predictions_made(second_settings)):
-                assert time.monotonic() < deadline, "the two workers never shared the partitions"
-                await send_round(first_settings, reader, "both", timeout_s=60)
+            # rounds until both workers predict in one: the group has settled with both in it
+            deadline = time.monotonic() + 120
+            while True:
+                counts = [(s, predictions_made(s)) for s in (first_settings, second_settings)]
+                await send_round(first_settings, reader, "both", 60, *logs)
+                if all([await counted_by(s, count + 1, timeout_s=5) for s, count in counts]):
+                    break
+                assert time.monotonic() < deadline, f"the two workers never shared the partitions\n{group_story(*logs)}"
         finally:
             second.stop()
         before = predictions_made(first_settings)
         # all four partitions, two of them the stopped worker's, predicted by the one that stayed
-        await send_round(first_settings, reader, "after", timeout_s=30)
-        assert await counted_by(first_settings, before + first_settings.partitions, timeout_s=10)
+        await send_round(first_settings, reader, "after", 60, *logs)
+        assert await counted_by(first_settings, before + first_settings.partitions, timeout_s=10), group_story(*logs)
     finally:
         await reader.close()
         first.stop()
