@@ -20,7 +20,7 @@ worker runs with (each in a fresh broker and worker; one Triton serves them all)
 - ``matched``: the stream's rules made equal to the offline ones: a window age limit longer than the replayed
   history spans (offline has none), every event type consumed and room for every history item among the
   consumed items (offline excludes every earlier item). The window keeps ``window_max_events`` events (unless set, the
-  version's ``max_len``, as ``recstream up`` serves it: ``recstream.cli.version_window``) and the offline
+  version's ``max_len``, as ``recstream up`` serves it: ``recstream.stack.version_window``) and the offline
   history the version's ``max_len``; the offline side uses the smaller of the two (the encoder reads at
   most ``max_len`` events anyway). Every user's served rank must then equal the offline rank.
 - ``default``: the settings as configured (``RECSTREAM_*``, ``.env``, the defaults): a window of at most
@@ -52,11 +52,10 @@ from tqdm import tqdm
 
 from recstream.bench import NO_GUIDANCE, PORT_FIELDS, newest_version
 from recstream.broker import Broker, worker_settings
-from recstream.cli import version_window
 from recstream.errors import StackError
 from recstream.processes import spawn, terminate
 from recstream.replay import events_in_time_order, replay
-from recstream.stack import local_settings, settings_env, wait_healthy
+from recstream.stack import local_settings, settings_env, version_window, wait_healthy
 from recstream.topics import ensure_topics
 from recstream.triton import TritonServer
 from stream.names import topic_names

@@ -22,7 +22,6 @@ from trainer.cli import DatasetName
 from trainer.cli import app as trainer_app
 from trainer.data import DEFAULT_DATASET, MOVIELENS
 from trainer.publish import MODEL_NAME, model_name, versions
-from trainer.version import REPORT_FILE, read_report
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +94,8 @@ def up(
 
 def serving(settings: Settings, dataset: str) -> Settings:
     """The settings that serve ``dataset``'s own model (``trainer.publish.model_name``) unless ``--model-name``
-    chose another, with the window its newest version reads (:func:`version_window`); a StackError when that
-    model has no published version."""
+    chose another, with the window its newest version reads (:func:`recstream.stack.version_window`); a
+    StackError when that model has no published version."""
     if settings.model_name == MODEL_NAME:
         settings = settings.model_copy(update={"model_name": model_name(dataset)})
     folder = settings.model_repository / settings.model_name
@@ -106,19 +105,9 @@ def serving(settings: Settings, dataset: str) -> Settings:
             f"no version of model {settings.model_name!r} in {folder}: train one with "
             f"`recstream train --dataset {dataset}`"
         )
+    from recstream.stack import version_window
+
     return version_window(settings, folder / str(published[-1]))
-
-
-def version_window(settings: Settings, version_dir: Path) -> Settings:
-    """``settings`` with ``window_max_events`` = the history length ``version_dir`` was trained on (its
-    report.json's ``max_len``: the encoder reads no more), unless a flag or the environment set it. Read once, at
-    start: a later version with another length is served with this window until the worker restarts."""
-    if "window_max_events" in settings.model_fields_set:
-        return settings
-    history = read_report(version_dir / REPORT_FILE).config["max_len"]
-    if history != settings.window_max_events:
-        logger.info("window_max_events %d: the history length of %s", history, version_dir)
-    return settings.model_copy(update={"window_max_events": history})
 
 
 @app.command()

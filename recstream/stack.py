@@ -27,10 +27,23 @@ from recstream.topics import cluster_stack_id, ensure_topics, reset_stale_state
 from recstream.triton import TritonServer
 from stream.names import topic_names
 from stream.settings import Settings
+from trainer.version import REPORT_FILE, read_report
 
 logger = logging.getLogger(__name__)
 
 LOG_DIR = Path("var/log")
+
+
+def version_window(settings: Settings, version_dir: Path) -> Settings:
+    """``settings`` with ``window_max_events`` = the history length ``version_dir`` was trained on (its
+    report.json's ``max_len``: the encoder reads no more), unless a flag or the environment set it. Read once, at
+    start: a later version with another length is served with this window until the worker restarts."""
+    if "window_max_events" in settings.model_fields_set:
+        return settings
+    history = read_report(version_dir / REPORT_FILE).config["max_len"]
+    if history != settings.window_max_events:
+        logger.info("window_max_events %d: the history length of %s", history, version_dir)
+    return settings.model_copy(update={"window_max_events": history})
 
 
 @contextlib.contextmanager
